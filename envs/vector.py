@@ -1,0 +1,354 @@
+"""Multi-task vector env: many slots, each running any task, switchable live.
+
+Built on gymnasium's vector envs (``AsyncVectorEnv`` with one worker process
+per slot, or ``SyncVectorEnv`` stepping every slot in this process), so the
+usual gymnasium API holds: ``reset``/``step`` return batched dict
+observations, and infos batched the gymnasium way (``info["target_cell"]`` is
+an array over slots). Auto-reset is gymnasium's ``SAME_STEP`` mode: the step
+that ends an episode returns the first observation of the next one, with the
+final observation in ``info["final_obs"]`` and the final info (``success``,
+labels) in ``info["final_info"]``, so a learner can bootstrap on truncation.
+
+Each slot is a :class:`TaskSlot`: it owns one environment per task it has run
+(built on first use, then kept) and a probability vector over tasks. At every
+reset, explicit or automatic, it draws the task of its next episode from that
+vector. ``set_task``/``set_tasks`` put all the mass on one task, so a slot
+switches on its next reset; ``set_task_probs`` lets a curriculum sample. No
+worker is restarted, and each change costs one message per worker.
+
+On the wire, a slot packs its observation *and* its labels into one flat
+uint8 array (every field fits a byte: ids below 256, see :class:`Packing`).
+Gymnasium's async workers then write one buffer to shared memory per step
+instead of one per key, and the labels need no pickling through a pipe; in
+sync mode, batching is one ``np.stack``. :class:`MultiTaskVectorEnv` unpacks
+the batch into the format of :mod:`envs.wrappers` (observation dict, labels in
+``info``), so users never see the packing.
+
+Seeding: ``reset(seed=s)`` gives slot ``i`` the seed ``s + i``. The slot's own
+generator then draws the task of each episode and seeds each task env the first
+time it runs after that reset (later episodes continue that env's stream), so
+the whole stream of observations is a function of the seed and the task
+assignments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+from envs.tasks import TASK_INDEX, TASKS, get_task, make
+from envs.wrappers import DEFAULT_MISSION_LENGTH, VIEW_SIZE, VOCAB, ObsMode, observation_space
+
+Vectorization = Literal["sync", "async"]
+VECTORIZATIONS: tuple[str, ...] = ("sync", "async")
+
+LABEL_KEYS: tuple[str, ...] = ("view_labels", "target_cell")
+
+
+class Packing:
+    """Byte layout of one slot's observation and labels in a flat uint8 array.
+
+    Fields, in order: image, view labels (only with ``obs="rgb"``: in the
+    symbolic view they *are* the image's first two channels, so they are not
+    sent twice), mission tokens, direction, task, family, target cell.
+
+    Args:
+        obs: observation mode (decides the image shape).
+        mission_length: tokens kept of a mission.
+    """
+
+    def __init__(self, obs: ObsMode, mission_length: int) -> None:
+        assert len(TASKS) < 256 and len(VOCAB) < 256, "task and token ids must fit a byte"
+        self.common = observation_space(obs, num_tasks=len(TASKS), mission_length=mission_length)
+        self.labels_in_image = obs == "symbolic"
+        shapes: dict[str, tuple[int, ...]] = {"image": self.common["image"].shape}
+        if not self.labels_in_image:
+            shapes["view_labels"] = (VIEW_SIZE, VIEW_SIZE, 2)
+        shapes.update(mission=(mission_length,), direction=(), task=(), family=(), target_cell=())
+        self.fields: dict[str, tuple[int, int, tuple[int, ...]]] = {}
+        offset = 0
+        for key, shape in shapes.items():
+            size = int(np.prod(shape))
+            self.fields[key] = (offset, offset + size, shape)
+            offset += size
+        self.size = offset
+        self.space = gym.spaces.Box(0, 255, (self.size,), dtype=np.uint8)
+
+    def pack(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
+        """One slot's common observation plus its info labels -> ``(size,)`` uint8.
+
+        Pops the labels from ``info``. Runs on every step of every slot, hence
+        bytes joins rather than one numpy slice assignment per field.
+        """
+        view_labels = info.pop("view_labels")
+        parts = [obs["image"].tobytes()]
+        if not self.labels_in_image:
+            parts.append(view_labels.tobytes())
+        parts.append(obs["mission"].astype(np.uint8).tobytes())
+        parts.append(bytes((obs["direction"], obs["task"], obs["family"], info.pop("target_cell"))))
+        return np.frombuffer(b"".join(parts), dtype=np.uint8)
+
+    def unpack(self, flat: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """A batch ``(num_envs, size)`` -> (observation dict, labels dict).
+
+        Images and view labels are views into ``flat``; ids are widened to int64.
+        """
+        n = flat.shape[0]
+        obs: dict[str, np.ndarray] = {}
+        labels: dict[str, np.ndarray] = {}
+        for key, (start, stop, shape) in self.fields.items():
+            value = flat[:, start:stop].reshape(n, *shape)
+            if key == "image" or key == "view_labels":
+                (obs if key == "image" else labels)[key] = value
+            elif key == "target_cell":
+                labels[key] = value.astype(np.int64)
+            else:
+                obs[key] = value.astype(np.int64)
+        if self.labels_in_image:
+            labels["view_labels"] = obs["image"][..., :2]
+        return obs, labels
+
+
+class TaskSlot(gym.Env):
+    """One vector-env slot: runs any registered task, chosen at each reset.
+
+    Args:
+        initial_task: task of the first episode (until told otherwise).
+        obs: observation mode of every task (see :func:`envs.make`).
+        mission_length: tokens kept of a mission.
+        render_mode: passed to each task env.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        initial_task: str,
+        *,
+        obs: ObsMode = "symbolic",
+        mission_length: int = DEFAULT_MISSION_LENGTH,
+        render_mode: str | None = None,
+    ) -> None:
+        self.obs_mode: ObsMode = obs
+        self.mission_length = mission_length
+        self.render_mode = render_mode
+        self.packing = Packing(obs, mission_length)
+        self.observation_space = self.packing.space
+        self.action_space = gym.spaces.Discrete(7)
+        self._envs: dict[int, gym.Env] = {}
+        self._probs = np.zeros(len(TASKS))
+        self._probs[TASK_INDEX[initial_task]] = 1.0
+        self._rng = np.random.default_rng()
+        self._seeded: set[int] = set()  # task envs seeded since the last seeded reset
+        self._current: gym.Env | None = None
+        self.task_index = TASK_INDEX[initial_task]
+
+    @property
+    def task_probs(self) -> np.ndarray:
+        """Probability of each registered task for the next episodes, shape (num_tasks,)."""
+        return self._probs
+
+    @task_probs.setter
+    def task_probs(self, probs: np.ndarray) -> None:
+        probs = np.asarray(probs, dtype=np.float64)
+        if probs.shape != (len(TASKS),) or (probs < 0).any() or not np.isclose(probs.sum(), 1.0):
+            raise ValueError(f"task_probs must be {len(TASKS)} non-negative numbers summing to 1; got {probs!r}.")
+        self._probs = probs
+
+    @property
+    def task(self) -> str:
+        """Name of the task of the current episode."""
+        return list(TASKS)[self.task_index]
+
+    def _env_for(self, index: int) -> gym.Env:
+        env = self._envs.get(index)
+        if env is None:
+            name = list(TASKS)[index]
+            env = self._envs[index] = make(
+                name, obs=self.obs_mode, mission_length=self.mission_length, render_mode=self.render_mode
+            )
+        return env
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+            self._seeded.clear()
+        nonzero = np.flatnonzero(self._probs)
+        if nonzero.size == 1:
+            self.task_index = int(nonzero[0])
+        else:
+            self.task_index = int(self._rng.choice(len(self._probs), p=self._probs))
+        self._current = self._env_for(self.task_index)
+        env_seed = None
+        if self.task_index not in self._seeded:
+            # Seeding costs a new generator: once per task env, not per episode.
+            self._seeded.add(self.task_index)
+            env_seed = int(self._rng.integers(2**31 - 1))
+        obs, info = self._current.reset(seed=env_seed, options=options)
+        return self.packing.pack(obs, info), info
+
+    def step(self, action):
+        assert self._current is not None, "TaskSlot.step called before reset"
+        obs, reward, terminated, truncated, info = self._current.step(action)
+        return self.packing.pack(obs, info), reward, terminated, truncated, info
+
+    def render(self):
+        return self._current.render() if self._current is not None else None
+
+    def close(self):
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+
+
+def _probs_row(probs: Mapping[str, float] | Sequence[float] | np.ndarray) -> np.ndarray:
+    """A probability vector over the registry from a {task: weight} mapping or an array."""
+    if isinstance(probs, Mapping):
+        row = np.zeros(len(TASKS))
+        for name, weight in probs.items():
+            if weight < 0:
+                raise ValueError(f"task weight {name}={weight} is negative; weights must be >= 0.")
+            row[get_task(name).index] = weight
+    else:
+        row = np.asarray(probs, dtype=np.float64)
+        if row.shape != (len(TASKS),):
+            raise ValueError(f"a task probability row needs {len(TASKS)} entries (one per registered task); got shape {row.shape}.")
+        if (row < 0).any():
+            raise ValueError(f"task probabilities must be >= 0; got {row!r}.")
+    total = row.sum()
+    if total <= 0:
+        raise ValueError("task weights sum to 0; give at least one task a positive weight.")
+    return row / total
+
+
+class MultiTaskVectorEnv(gym.vector.VectorWrapper):
+    """``num_envs`` :class:`TaskSlot` s behind gymnasium's vector-env API.
+
+    Args:
+        tasks: tasks of the first episodes, assigned to slots round-robin.
+        num_envs: number of slots.
+        obs: observation mode (``symbolic`` or ``rgb``).
+        vectorization: ``async`` (a worker process per slot) or ``sync``
+            (all slots in this process: fastest for cheap envs on few cores).
+        mission_length: tokens kept of a mission.
+        render_mode: passed to every task env.
+        context: multiprocessing start method for ``async``
+            (default: gymnasium's choice).
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        num_envs: int,
+        *,
+        obs: ObsMode = "symbolic",
+        vectorization: Vectorization = "async",
+        mission_length: int = DEFAULT_MISSION_LENGTH,
+        render_mode: str | None = None,
+        context: str | None = None,
+    ) -> None:
+        if isinstance(tasks, str):
+            tasks = [tasks]
+        if not tasks:
+            raise ValueError("tasks is empty; give at least one task name (python train.py --list-tasks).")
+        for name in tasks:
+            get_task(name)
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs={num_envs!r} must be a positive integer.")
+        if vectorization not in VECTORIZATIONS:
+            raise ValueError(f"vectorization={vectorization!r} is unknown; use one of {VECTORIZATIONS}.")
+        fns = [
+            partial(
+                TaskSlot,
+                tasks[i % len(tasks)],
+                obs=obs,
+                mission_length=mission_length,
+                render_mode=render_mode,
+            )
+            for i in range(num_envs)
+        ]
+        if vectorization == "async":
+            env = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context=context)
+        else:
+            env = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        super().__init__(env)
+        self.packing = Packing(obs, mission_length)
+        self.single_observation_space = self.packing.common
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.vectorization: Vectorization = vectorization
+        self._probs = np.stack([_probs_row({tasks[i % len(tasks)]: 1.0}) for i in range(num_envs)])
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._labels_to_info(obs, info), info
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        return self._labels_to_info(obs, info), rewards, terminated, truncated, info
+
+    def _labels_to_info(self, flat: np.ndarray, info: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Unpack the slots' flat arrays; the labels go into ``info``."""
+        obs, labels = self.packing.unpack(flat)
+        info.update(labels)
+        if "final_obs" in info:
+            ended = info["_final_obs"]
+            final = np.stack([info["final_obs"][i] if ended[i] else flat[i] for i in range(len(ended))])
+            final_obs, final_labels = self.packing.unpack(final)
+            info["final_obs"] = np.array(
+                [{k: v[i] for k, v in final_obs.items()} if ended[i] else None for i in range(len(ended))],
+                dtype=object,
+            )
+            for key, value in final_labels.items():
+                info["final_info"][key] = value
+                info["final_info"][f"_{key}"] = ended.copy()
+        return obs
+
+    @property
+    def task_probs(self) -> np.ndarray:
+        """Per-slot probabilities over registered tasks, shape (num_envs, num_tasks)."""
+        return self._probs.copy()
+
+    def _push(self, probs: np.ndarray) -> None:
+        self.env.set_attr("task_probs", [row for row in probs])
+        self._probs = probs
+
+    def set_task(self, slot: int, task: str) -> None:
+        """Run ``task`` in ``slot`` from the slot's next reset on."""
+        if not 0 <= slot < self.num_envs:
+            raise ValueError(f"slot={slot} is outside [0, {self.num_envs}).")
+        probs = self._probs.copy()
+        probs[slot] = _probs_row({task: 1.0})
+        self._push(probs)
+
+    def set_tasks(self, tasks: Sequence[str]) -> None:
+        """One task per slot, each from that slot's next reset on."""
+        if len(tasks) != self.num_envs:
+            raise ValueError(f"set_tasks needs one task per slot ({self.num_envs}); got {len(tasks)}.")
+        self._push(np.stack([_probs_row({name: 1.0}) for name in tasks]))
+
+    def set_task_probs(self, probs: Mapping[str, float] | Sequence[Mapping[str, float]] | np.ndarray) -> None:
+        """Let every slot sample the task of each next episode.
+
+        Args:
+            probs: one ``{task: weight}`` mapping for all slots, a list of
+                mappings (one per slot), or an array of shape ``(num_tasks,)``
+                or ``(num_envs, num_tasks)``; weights are normalised.
+        """
+        if isinstance(probs, Mapping):
+            rows = [_probs_row(probs)] * self.num_envs
+        elif isinstance(probs, np.ndarray) and probs.ndim == 1:
+            rows = [_probs_row(probs)] * self.num_envs
+        else:
+            if len(probs) != self.num_envs:
+                raise ValueError(f"set_task_probs needs one row per slot ({self.num_envs}); got {len(probs)}.")
+            rows = [_probs_row(row) for row in probs]
+        self._push(np.stack(rows))
+
+    def current_tasks(self) -> list[str]:
+        """Name of the task each slot is running now."""
+        return list(self.env.get_attr("task"))

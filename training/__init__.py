@@ -1,0 +1,1 @@
+"""Running an experiment: configuration, the training loop, logging, checkpoints."""
