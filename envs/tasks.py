@@ -210,3 +210,15 @@ def make(
     if seed is not None:
         env.reset(seed=seed)
     return env
+
+
+def format_task_table(specs: list[TaskSpec] | None = None) -> str:
+    """The task table: name, family, level, split, max_steps; one task a line."""
+    specs = list(TASKS.values()) if specs is None else specs
+    width = max(len(spec.name) for spec in specs)
+    lines = [f"{'name':<{width}}  {'family':<11}  {'level':>5}  {'split':<7}  {'max_steps':>9}"]
+    lines += [
+        f"{spec.name:<{width}}  {spec.family:<11}  {spec.level:>5}  {spec.split:<7}  {spec.max_steps:>9}"
+        for spec in specs
+    ]
+    return "\n".join(lines)
