@@ -1,0 +1,141 @@
+"""Loss functions. Each returns named terms, ``dict[str, Tensor]``; the caller combines.
+
+PPO terms are computed **per task**: the batch is split by task index, so a
+task with a large advantage scale cannot drown the others, and the loss
+weighting strategy sees one loss per task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _per_task_mean(values: torch.Tensor, task: torch.Tensor, num_tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means of ``values`` ``(B,)`` grouped by ``task`` ``(B,)`` -> (means ``(num_tasks,)``, counts)."""
+    counts = torch.bincount(task, minlength=num_tasks).to(values.dtype)
+    sums = torch.zeros(num_tasks, dtype=values.dtype, device=values.device).index_add_(0, task, values)
+    return sums / counts.clamp(min=1), counts
+
+
+def normalize_per_task(advantages: torch.Tensor, task: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    """Zero-mean, unit-std advantages within each task of the batch."""
+    mean, counts = _per_task_mean(advantages, task, num_tasks)
+    centred = advantages - mean[task]
+    var, _ = _per_task_mean(centred.pow(2), task, num_tasks)
+    # Unbiased std, as torch.std; a task with one sample is only centred.
+    std = (var * counts / (counts - 1).clamp(min=1)).sqrt()
+    return centred / (std[task] + 1e-8)
+
+
+def ppo_loss(
+    logprob: torch.Tensor,
+    old_logprob: torch.Tensor,
+    advantages: torch.Tensor,
+    entropy: torch.Tensor,
+    value: torch.Tensor,
+    old_value: torch.Tensor,
+    returns: torch.Tensor,
+    task: torch.Tensor,
+    *,
+    task_names: Sequence[str],
+    clip_coef: float = 0.2,
+    clip_value: bool = True,
+    normalize_advantages: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The clipped PPO objective (Schulman et al. 2017), per task.
+
+    Args:
+        logprob, old_logprob, advantages, entropy, value, old_value, returns,
+            task: ``(B,)`` tensors; ``task`` holds task indices.
+        task_names: name of every task index (registry order).
+        clip_coef: ratio clipping range.
+        clip_value: clip the value update around the old value too.
+        normalize_advantages: normalise advantages within each task.
+
+    Returns:
+        For each task present in the batch: ``policy/<task>`` (the clipped
+        surrogate, to minimise), ``value/<task>`` (squared error) and
+        ``entropy/<task>`` (to maximise).
+    """
+    num_tasks = len(task_names)
+    if normalize_advantages:
+        advantages = normalize_per_task(advantages, task, num_tasks)
+    ratio = (logprob - old_logprob).exp()
+    policy = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef))
+    value_error = (value - returns).pow(2)
+    if clip_value:
+        clipped = old_value + (value - old_value).clamp(-clip_coef, clip_coef)
+        value_error = torch.max(value_error, (clipped - returns).pow(2))
+    value_error = 0.5 * value_error
+    terms: dict[str, torch.Tensor] = {}
+    counts = torch.bincount(task, minlength=num_tasks)
+    present = torch.nonzero(counts).flatten().tolist()
+    stacked = torch.stack([policy, value_error, entropy], dim=1)  # (B, 3)
+    sums = torch.zeros(num_tasks, 3, dtype=stacked.dtype, device=stacked.device).index_add_(0, task, stacked)
+    means = sums / counts.clamp(min=1).unsqueeze(1).to(stacked.dtype)
+    for t in present:
+        name = task_names[t]
+        terms[f"policy/{name}"] = means[t, 0]
+        terms[f"value/{name}"] = means[t, 1]
+        terms[f"entropy/{name}"] = means[t, 2]
+    return terms
+
+
+def recognition_loss(
+    predictions: dict[str, torch.Tensor], view_labels: torch.Tensor, target_cell: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Cross-entropy of the recognition head against the view labels.
+
+    Args:
+        predictions: ``object`` ``(B, 11, 7, 7)``, ``color`` ``(B, 6, 7, 7)``
+            (maps indexed ``[y, x]``) and ``target`` ``(B, 50)`` logits.
+        view_labels: uint8 ``(B, 7, 7, 2)`` indexed ``[x, y]`` (object, colour ids).
+        target_cell: int ``(B,)`` in ``[0, 50)``.
+
+    Returns:
+        ``recognition/object``, ``recognition/color``, ``recognition/target``.
+    """
+    labels = view_labels.long().permute(0, 3, 2, 1)  # (B, 2, y, x)
+    return {
+        "recognition/object": F.cross_entropy(predictions["object"], labels[:, 0]),
+        "recognition/color": F.cross_entropy(predictions["color"], labels[:, 1]),
+        "recognition/target": F.cross_entropy(predictions["target"], target_cell.long()),
+    }
+
+
+@torch.no_grad()
+def recognition_accuracy(
+    predictions: dict[str, torch.Tensor], view_labels: torch.Tensor, target_cell: torch.Tensor
+) -> dict[str, float]:
+    """Per-cell object/colour accuracy and target-cell accuracy."""
+    labels = view_labels.long().permute(0, 3, 2, 1)
+    return {
+        "object": (predictions["object"].argmax(1) == labels[:, 0]).float().mean().item(),
+        "color": (predictions["color"].argmax(1) == labels[:, 1]).float().mean().item(),
+        "target": (predictions["target"].argmax(1) == target_cell.long()).float().mean().item(),
+    }
+
+
+def reward_class(rewards: torch.Tensor) -> torch.Tensor:
+    """Reward classes of UNREAL's reward prediction: 0 zero, 1 positive, 2 negative."""
+    return torch.where(rewards > 0, 1, torch.where(rewards < 0, 2, 0))
+
+
+def reward_loss(logits: torch.Tensor, labels: torch.Tensor, *, focal_gamma: float = 0.0) -> dict[str, torch.Tensor]:
+    """Reward-prediction loss: cross-entropy, or focal loss (Lin et al. 2017) if ``focal_gamma > 0``.
+
+    Focal loss down-weights easy, well-classified windows, which helps when
+    even a balanced batch is dominated by trivially "zero" states.
+
+    Returns:
+        ``reward/prediction``.
+    """
+    logp = F.log_softmax(logits, dim=-1).gather(1, labels.long().unsqueeze(1)).squeeze(1)
+    if focal_gamma > 0:
+        loss = -((1 - logp.exp()) ** focal_gamma) * logp
+    else:
+        loss = -logp
+    return {"reward/prediction": loss.mean()}

@@ -1,0 +1,307 @@
+"""MultiTaskActorCritic: one network for every task.
+
+    obs -> encoder (7x7 map) -> conditioning (mission / task id) -> features
+        -> [LSTM memory] -> sharing (hard | MMoE | PLE) -> heads:
+           policy (7 logits), value, recognition (per-cell labels, target cell),
+           reward (UNREAL, on three consecutive steps)
+
+The model learns the sizes it needs (vocabulary, number of tasks, image shape)
+from the observation space; everything else comes from :class:`AgentConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical
+
+from agents.conditioning import CONDITIONINGS, Conditioning
+from agents.encoders import ENCODERS
+from agents.heads import ActorHead, CriticHead, RecognitionHead, RewardHead
+from agents.sharing import SHARINGS
+
+AUX_HEADS: tuple[str, ...] = ("recognition", "reward")
+MEMORIES: tuple[str, ...] = ("none", "lstm")
+
+
+@dataclass
+class AgentConfig:
+    """Architecture of the multi-task actor-critic."""
+
+    conditioning: Literal["film", "concat", "task-id"] = "film"
+    """How the task reaches the features: FiLM from the mission, mission concatenated, or task id only."""
+    task_embedding: bool = False
+    """Add a learned task-id embedding to the mission embedding (film and concat)."""
+    sharing: Literal["hard", "mmoe", "ple"] = "hard"
+    """Parameter sharing between heads: one trunk, mixture of experts, or progressive layered extraction."""
+    num_experts: int = 4
+    """Experts of MMoE; shared and per-family experts of PLE."""
+    memory: Literal["none", "lstm"] = "none"
+    """Recurrent memory over steps (truncated BPTT over rollout chunks)."""
+    aux: str = "recognition,reward"
+    """Auxiliary heads on the shared features, comma-separated: recognition, reward; or none."""
+    hidden_size: int = 128
+    """Width of the features, mission embedding and towers."""
+    channels: int = 64
+    """Channels of the encoder's 7x7 map."""
+
+    @property
+    def aux_heads(self) -> tuple[str, ...]:
+        """The auxiliary heads named by :attr:`aux`."""
+        if self.aux.strip().lower() in ("", "none"):
+            return ()
+        return tuple(name.strip() for name in self.aux.split(",") if name.strip())
+
+    def validate(self) -> None:
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning={self.conditioning!r} is unknown; known: {', '.join(CONDITIONINGS)}.")
+        if self.sharing not in SHARINGS:
+            raise ValueError(f"sharing={self.sharing!r} is unknown; known: {', '.join(SHARINGS)}.")
+        if self.memory not in MEMORIES:
+            raise ValueError(f"memory={self.memory!r} is unknown; known: {', '.join(MEMORIES)}.")
+        unknown = [a for a in self.aux_heads if a not in AUX_HEADS]
+        if unknown:
+            raise ValueError(f"aux={self.aux!r} names unknown heads {unknown}; use any of {', '.join(AUX_HEADS)}, or none.")
+        for name in ("num_experts", "hidden_size", "channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+
+
+class ObsBatch(NamedTuple):
+    """Observation tensors, on the model's device.
+
+    Attributes:
+        image: uint8 ``(B, 7, 7, 3)`` symbolic or ``(B, 56, 56, 3)`` pixels.
+        direction: int64 ``(B,)``.
+        mission: int64 ``(B, L)`` token ids.
+        task: int64 ``(B,)`` task index.
+        family: int64 ``(B,)`` 0 navigation, 1 recognition.
+    """
+
+    image: torch.Tensor
+    direction: torch.Tensor
+    mission: torch.Tensor
+    task: torch.Tensor
+    family: torch.Tensor
+
+    @classmethod
+    def from_numpy(cls, obs: dict[str, np.ndarray], device: torch.device | str) -> "ObsBatch":
+        return cls(*(torch.as_tensor(np.asarray(obs[k]), device=device) for k in cls._fields))
+
+    def index(self, idx: Any) -> "ObsBatch":
+        return ObsBatch(*(t[idx] for t in self))
+
+
+class ActOutput(NamedTuple):
+    """What a rollout step needs. Shapes ``(B,)``; ``state`` is the memory after the step."""
+
+    action: torch.Tensor
+    logprob: torch.Tensor
+    value: torch.Tensor
+    state: tuple[torch.Tensor, torch.Tensor] | None
+
+
+class EvalOutput(NamedTuple):
+    """What the loss needs.
+
+    Attributes:
+        logprob, entropy, value: ``(B,)``.
+        recognition: dict of recognition logits (see RecognitionHead) or None.
+    """
+
+    logprob: torch.Tensor
+    entropy: torch.Tensor
+    value: torch.Tensor
+    recognition: dict[str, torch.Tensor] | None
+
+
+def _space_info(space: gym.spaces.Dict) -> dict[str, Any]:
+    try:
+        return {
+            "image_shape": tuple(int(s) for s in space["image"].shape),
+            "vocab_size": int(space["mission"].high.max()) + 1,
+            "mission_length": int(space["mission"].shape[0]),
+            "num_tasks": int(space["task"].n),
+        }
+    except (KeyError, AttributeError, TypeError) as err:
+        raise ValueError(
+            f"observation space {space} is not the common task format "
+            "(image, direction, mission, task, family): wrap the env with envs.make."
+        ) from err
+
+
+class MultiTaskActorCritic(nn.Module):
+    """The multi-task agent.
+
+    Args:
+        observation_space: the common observation space (``envs.make(...).observation_space``).
+        config: architecture choices.
+    """
+
+    def __init__(self, observation_space: gym.spaces.Dict | dict[str, Any], config: AgentConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or AgentConfig()
+        config.validate()
+        self.space_info = (
+            dict(observation_space) if isinstance(observation_space, dict) else _space_info(observation_space)
+        )
+        shape = tuple(self.space_info["image_shape"])
+        encoder = "symbolic" if shape == (7, 7, 3) else "pixels"
+        if encoder == "pixels" and shape != (56, 56, 3):
+            raise ValueError(f"image shape {shape} is neither the symbolic (7, 7, 3) nor the rgb (56, 56, 3) view.")
+        hidden = config.hidden_size
+        self.encoder = ENCODERS[encoder](channels=config.channels)
+        self.conditioning = Conditioning(
+            config.conditioning,
+            channels=config.channels,
+            vocab_size=self.space_info["vocab_size"],
+            num_tasks=self.space_info["num_tasks"],
+            task_embedding=config.task_embedding,
+            hidden=hidden,
+        )
+        self.memory = nn.LSTMCell(hidden, hidden) if config.memory == "lstm" else None
+        self.sharing = SHARINGS[config.sharing](hidden, hidden, context_dim=hidden, num_experts=config.num_experts)
+        self.actor = ActorHead(hidden)
+        self.critic = CriticHead(hidden)
+        self.recognition = RecognitionHead(config.channels, hidden) if "recognition" in config.aux_heads else None
+        self.reward = RewardHead(hidden) if "reward" in config.aux_heads else None
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def constructor_args(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model (saved with checkpoints)."""
+        return {"space_info": dict(self.space_info), "config": asdict(self.config)}
+
+    @classmethod
+    def from_constructor_args(cls, args: dict[str, Any]) -> "MultiTaskActorCritic":
+        return cls(dict(args["space_info"]), AgentConfig(**args["config"]))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task's loss flows through (encoder, conditioning, memory, sharing)."""
+        modules = [self.encoder, self.conditioning, self.memory, self.sharing]
+        return [p for m in modules if m is not None for p in m.parameters()]
+
+    def last_shared_layer(self) -> nn.Linear:
+        """The last shared weight layer (GradNorm measures gradient norms here)."""
+        return self.sharing.last_shared_layer()
+
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.memory is None:
+            return None
+        zeros = torch.zeros(batch, self.config.hidden_size, device=self.device)
+        return zeros, zeros.clone()
+
+    # ---------------------------------------------------------------- forward
+    def _features(self, obs: ObsBatch):
+        fmap = self.encoder(obs.image)
+        return self.conditioning(fmap, obs.direction, obs.mission, obs.task)
+
+    def _remember(self, z, state, episode_start, steps: int):
+        """Run the LSTM over ``steps`` time-major steps of ``z`` ``(steps * B, D)``."""
+        if self.memory is None:
+            return z, None
+        batch = z.shape[0] // steps
+        h, c = state if state is not None else self.initial_state(batch)
+        starts = episode_start.view(steps, batch, 1).to(z.dtype) if episode_start is not None else None
+        outs = []
+        for t, z_t in enumerate(z.view(steps, batch, -1)):
+            if starts is not None:  # a new episode forgets the previous one
+                h, c = h * (1 - starts[t]), c * (1 - starts[t])
+            h, c = self.memory(z_t, (h, c))
+            outs.append(h)
+        return torch.cat(outs, dim=0), (h, c)
+
+    def _heads_input(self, obs: ObsBatch, state=None, episode_start=None, steps: int = 1):
+        fmap, z, ctx = self._features(obs)
+        z, state = self._remember(z, state, episode_start, steps)
+        return fmap, self.sharing(z, ctx, obs.family), state
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: ObsBatch,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+        episode_start: torch.Tensor | None = None,
+        *,
+        deterministic: bool = False,
+    ) -> ActOutput:
+        """One rollout step for a batch of slots."""
+        _, towers, state = self._heads_input(obs, state, episode_start)
+        dist = Categorical(logits=self.actor(towers["policy"]))
+        action = dist.probs.argmax(-1) if deterministic else dist.sample()
+        return ActOutput(action, dist.log_prob(action), self.critic(towers["value"]), state)
+
+    @torch.no_grad()
+    def value(self, obs: ObsBatch, state=None, episode_start=None) -> torch.Tensor:
+        """State values ``(B,)`` (for bootstrapping truncated episodes)."""
+        _, towers, _ = self._heads_input(obs, state, episode_start)
+        return self.critic(towers["value"])
+
+    def evaluate(
+        self,
+        obs: ObsBatch,
+        actions: torch.Tensor,
+        *,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+        episode_start: torch.Tensor | None = None,
+        steps: int = 1,
+    ) -> EvalOutput:
+        """Log-probabilities, entropy, values and aux predictions for the loss.
+
+        With memory, ``obs`` holds ``steps`` time-major steps of ``B`` sequences
+        (``steps * B`` rows), ``state`` their initial memory and
+        ``episode_start`` where memory is reset.
+        """
+        fmap, towers, _ = self._heads_input(obs, state, episode_start, steps)
+        dist = Categorical(logits=self.actor(towers["policy"]))
+        recognition = self.recognition(fmap, towers["recognition"]) if self.recognition is not None else None
+        return EvalOutput(dist.log_prob(actions), dist.entropy(), self.critic(towers["value"]), recognition)
+
+    def reward_logits(self, obs: ObsBatch) -> torch.Tensor:
+        """UNREAL reward prediction for windows of 3 consecutive steps.
+
+        ``obs`` holds ``B * 3`` rows, window-major (``[w0s0, w0s1, w0s2, w1s0, ...]``).
+        Memory is skipped: the head reads the shared features of each step.
+        Returns logits ``(B, 3)`` over (zero, positive, negative).
+        """
+        assert self.reward is not None, "reward_logits needs the reward head (aux includes reward)"
+        _, z, ctx = self._features(obs)
+        h = self.sharing(z, ctx, obs.family)["reward"]
+        return self.reward(h.view(-1, 3, h.shape[-1]))
+
+    # ------------------------------------------------------ SB3-style predict
+    def predict(
+        self,
+        observation: dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Stable-Baselines3's ``predict``: numpy in, ``(actions, state)`` out.
+
+        Accepts one observation or a batch (as from a ``VecEnv``). With memory,
+        ``state`` is ``(h, c)`` numpy arrays of shape ``(B, hidden)``; None
+        starts fresh.
+        """
+        single = np.asarray(observation["image"]).ndim == 3
+        if single:
+            observation = {k: np.asarray(v)[None] for k, v in observation.items()}
+        obs = ObsBatch.from_numpy(observation, self.device)
+        torch_state = tuple(torch.as_tensor(s, device=self.device) for s in state) if state is not None else None
+        starts = torch.as_tensor(np.asarray(episode_start), device=self.device) if episode_start is not None else None
+        was_training = self.training
+        self.eval()
+        out = self.act(obs, torch_state, starts, deterministic=deterministic)
+        self.train(was_training)
+        actions = out.action.cpu().numpy()
+        new_state = tuple(s.cpu().numpy() for s in out.state) if out.state is not None else None
+        return (actions[0] if single else actions), new_state

@@ -1,0 +1,246 @@
+"""MultiTaskPPO: one PPO update over a multi-task rollout.
+
+Per minibatch: PPO terms per task (:func:`agents.losses.ppo_loss`), one loss
+per auxiliary head (:data:`AUX_LOSSES`), the loss weighter combines them, one
+optimizer step. Adding an auxiliary head means adding an entry to
+:data:`AUX_LOSSES`, not editing :meth:`MultiTaskPPO.update`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from agents.buffer import Minibatch, RewardStore, RolloutBuffer
+from agents.losses import ppo_loss, recognition_accuracy, recognition_loss, reward_loss
+from agents.model import EvalOutput, MultiTaskActorCritic
+from agents.weighting import WEIGHTERS, LossWeighter, make_weighter
+
+
+@dataclass
+class PPOConfig:
+    """PPO and loss-weighting hyperparameters."""
+
+    learning_rate: float = 2.5e-4
+    """Adam learning rate."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0 over the run."""
+    num_steps: int = 128
+    """Steps per slot per rollout (the rollout is num_steps x num_envs frames)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    batch_size: int = 256
+    """Minibatch size in transitions; must divide num_steps * num_envs."""
+    update_epochs: int = 4
+    """Passes over the rollout per update."""
+    clip_coef: float = 0.2
+    """PPO ratio clipping range."""
+    clip_value: bool = True
+    """Clip value updates around the old values."""
+    ent_coef: float = 0.01
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Global gradient norm clip."""
+    target_kl: float | None = None
+    """Stop the epochs of an update early when the approximate KL exceeds this."""
+    bptt: int = 32
+    """With memory: length of the sequence chunks for truncated BPTT; must divide num_steps."""
+    weighting: str = "static"
+    """Loss weighting strategy: static, uncertainty, gradnorm, dwa or pcgrad."""
+    recognition_coef: float = 0.1
+    """Coefficient of the recognition loss."""
+    reward_coef: float = 0.1
+    """Coefficient of the reward-prediction loss."""
+    reward_batch: int = 64
+    """Windows per reward-prediction minibatch (half rewarding, half not)."""
+    reward_focal_gamma: float = 0.0
+    """Focal loss gamma of the reward head (0: cross-entropy)."""
+
+    def validate(self, num_envs: int) -> None:
+        for name in ("num_steps", "batch_size", "update_epochs", "bptt", "reward_batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        for name in ("learning_rate", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be > 0.")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be in [0, 1].")
+        for name in ("clip_coef", "ent_coef", "vf_coef", "recognition_coef", "reward_coef", "reward_focal_gamma"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0.")
+        rollout = self.num_steps * num_envs
+        if rollout % self.batch_size:
+            raise ValueError(
+                f"batch_size must divide num_steps * num_envs. Currently batch_size={self.batch_size}, "
+                f"num_steps={self.num_steps}, num_envs={num_envs} ({rollout} frames per rollout)."
+            )
+        if self.weighting not in WEIGHTERS:
+            raise ValueError(f"weighting={self.weighting!r} is unknown; known: {', '.join(WEIGHTERS)}.")
+
+
+# ------------------------------------------------------------ auxiliary losses
+AuxLoss = Callable[["MultiTaskPPO", Minibatch, EvalOutput], "tuple[dict[str, torch.Tensor], dict[str, float]] | None"]
+
+
+def _recognition(ppo: "MultiTaskPPO", mb: Minibatch, out: EvalOutput):
+    terms = recognition_loss(out.recognition, mb.view_labels, mb.target_cell)
+    acc = recognition_accuracy(out.recognition, mb.view_labels, mb.target_cell)
+    return terms, {f"aux/recognition_{k}_accuracy": v for k, v in acc.items()}
+
+
+def _reward(ppo: "MultiTaskPPO", mb: Minibatch, out: EvalOutput):
+    sample = ppo.reward_store.sample(ppo.config.reward_batch, ppo.device)
+    if sample is None:  # no rewarding window seen yet
+        return None
+    obs, labels = sample
+    logits = ppo.model.reward_logits(obs)
+    terms = reward_loss(logits, labels, focal_gamma=ppo.config.reward_focal_gamma)
+    accuracy = (logits.argmax(-1) == labels).float().mean().item()
+    return terms, {"aux/reward_accuracy": accuracy}
+
+
+AUX_LOSSES: dict[str, tuple[AuxLoss, str]] = {
+    # head name -> (loss function, PPOConfig field with its coefficient)
+    "recognition": (_recognition, "recognition_coef"),
+    "reward": (_reward, "reward_coef"),
+}
+
+
+class MultiTaskPPO:
+    """PPO for :class:`MultiTaskActorCritic` with per-task losses and a loss weighter.
+
+    Args:
+        model: the agent.
+        config: hyperparameters.
+        task_names: the name of every task index (registry order).
+        seed: seed of minibatch shuffling and of the reward store.
+    """
+
+    def __init__(self, model: MultiTaskActorCritic, config: PPOConfig, *, task_names: Sequence[str], seed: int = 0) -> None:
+        self.model = model
+        self.config = config
+        self.task_names = list(task_names)
+        self.device = model.device
+        self.aux = [head for head in AUX_LOSSES if head in model.config.aux_heads]
+        loss_names = [f"ppo/{name}" for name in self.task_names] + [f"aux/{head}" for head in self.aux]
+        self.weighter: LossWeighter = make_weighter(config.weighting, loss_names=loss_names, seed=seed).to(self.device)
+        groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+        weighter_params = list(self.weighter.parameters())
+        if weighter_params:
+            groups.append({"params": weighter_params, "lr": self.weighter.lr or config.learning_rate})
+        self.optimizer = torch.optim.Adam(groups, lr=config.learning_rate, eps=1e-5)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.reward_store = RewardStore(
+            {"image": _Shape(model.space_info["image_shape"]), "mission": _Shape((model.space_info["mission_length"],))},
+            seed=seed,
+        ) if "reward" in self.aux else None
+
+    def set_learning_rate(self, lr: float) -> None:
+        self.optimizer.param_groups[0]["lr"] = lr
+
+    def update(self, buffer: RolloutBuffer) -> dict[str, float]:
+        """One PPO update on a full buffer (advantages already computed).
+
+        Returns:
+            Mean statistics over minibatches: ``losses/<term>`` (PPO terms per
+            task, auxiliary terms), ``weights/<loss>``, ``aux/*`` accuracies,
+            ``charts/approx_kl``, ``charts/clipfrac``, ``charts/grad_norm``.
+        """
+        cfg = self.config
+        if self.reward_store is not None:
+            self.reward_store.add_rollout(buffer)
+        seq_len = cfg.bptt if self.model.memory is not None else 0
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+
+        def log(name: str, value: float) -> None:
+            sums[name] += value
+            counts[name] += 1
+
+        shared = self.model.shared_parameters()
+        stop = False
+        for _ in range(cfg.update_epochs):
+            for mb in buffer.minibatches(cfg.batch_size, generator=self.generator, seq_len=seq_len):
+                out = self.model.evaluate(mb.obs, mb.actions, state=mb.state, episode_start=mb.episode_start, steps=mb.steps)
+                terms = ppo_loss(
+                    out.logprob, mb.logprobs, mb.advantages, out.entropy, out.value, mb.values, mb.returns, mb.obs.task,
+                    task_names=self.task_names, clip_coef=cfg.clip_coef, clip_value=cfg.clip_value,
+                )
+                objectives: dict[str, torch.Tensor] = {}
+                for key, term in terms.items():
+                    kind, task = key.split("/", 1)
+                    coef = {"policy": 1.0, "value": cfg.vf_coef, "entropy": -cfg.ent_coef}[kind]
+                    objectives[f"ppo/{task}"] = objectives.get(f"ppo/{task}", 0.0) + coef * term
+                for head in self.aux:
+                    fn, coef_field = AUX_LOSSES[head]
+                    result = fn(self, mb, out)
+                    if result is None:
+                        continue
+                    aux_terms, stats = result
+                    terms.update(aux_terms)
+                    objectives[f"aux/{head}"] = getattr(cfg, coef_field) * sum(aux_terms.values())
+                    for name, value in stats.items():
+                        log(name, value)
+                loss = self.weighter.combine(objectives, shared)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+
+                with torch.no_grad():
+                    log_ratio = out.logprob - mb.logprobs
+                    approx_kl = ((log_ratio.exp() - 1) - log_ratio).mean().item()
+                    clipfrac = ((log_ratio.exp() - 1).abs() > cfg.clip_coef).float().mean().item()
+                log("charts/approx_kl", approx_kl)
+                log("charts/clipfrac", clipfrac)
+                log("charts/grad_norm", float(grad_norm))
+                log("losses/total", loss.item())
+                # One device sync for all terms, not one per term.
+                for key, value in zip(terms, torch.stack([t.detach() for t in terms.values()]).tolist()):
+                    log(f"losses/{key}", value)
+                for key, weight in self.weighter.weights().items():
+                    log(f"weights/{key}", weight)
+                if cfg.target_kl is not None and approx_kl > cfg.target_kl:
+                    stop = True
+                    break
+            if stop:
+                break
+        self.weighter.end_update()
+        stats = {name: sums[name] / counts[name] for name in sums}
+        stats["charts/early_stop"] = float(stop)
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "weighter": self.weighter.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+        if self.reward_store is not None:
+            state["reward_store"] = self.reward_store.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.weighter.load_state_dict(state["weighter"])
+        self.generator.set_state(state["generator"])
+        if self.reward_store is not None and "reward_store" in state:
+            self.reward_store.load_state_dict(state["reward_store"])
+
+
+@dataclass
+class _Shape:
+    """A stand-in for a space where only ``.shape`` is read."""
+
+    shape: tuple[int, ...] = field(default_factory=tuple)

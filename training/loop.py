@@ -1,0 +1,191 @@
+"""The training loop: collect a rollout -> PPO update -> report, until the frame budget.
+
+:class:`Trainer` wires ``envs`` (the multi-task vector env) and ``agents``
+(model, buffer, PPO) together. Each step of the loop is its own method
+(:meth:`collect`, :meth:`update`, :meth:`report`) so that curricula, loggers
+and checkpoints hook in without rewriting it.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents.buffer import RolloutBuffer
+from agents.model import MultiTaskActorCritic, ObsBatch
+from agents.ppo import MultiTaskPPO
+from envs.tasks import TASKS
+from envs.vector import MultiTaskVectorEnv
+from training.config import TASK_NAMES, RunConfig
+
+SUCCESS_WINDOW = 100
+
+
+@dataclass
+class EpisodeStats:
+    """Outcomes of recent episodes per task (moving windows of ``SUCCESS_WINDOW``)."""
+
+    success: dict[str, deque] = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=SUCCESS_WINDOW)))
+    returns: dict[str, deque] = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=SUCCESS_WINDOW)))
+    lengths: dict[str, deque] = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=SUCCESS_WINDOW)))
+    episodes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, task: str, success: bool, ret: float, length: int) -> None:
+        self.success[task].append(float(success))
+        self.returns[task].append(ret)
+        self.lengths[task].append(length)
+        self.episodes[task] += 1
+
+    def success_rate(self, task: str) -> float | None:
+        window = self.success.get(task)
+        return float(np.mean(window)) if window else None
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains one :class:`MultiTaskActorCritic` on the config's tasks.
+
+    Args:
+        config: a validated :class:`RunConfig`.
+        progress: show a progress bar and per-task lines on the console.
+    """
+
+    def __init__(self, config: RunConfig, *, progress: bool = True) -> None:
+        config.validate()
+        self.config = config
+        self.device = config.resolved_device()
+        set_seed(config.seed)
+        self.env = MultiTaskVectorEnv(
+            config.task_list, config.num_envs, obs=config.obs, vectorization=config.vectorization
+        )
+        self.env.set_task_probs({name: 1.0 for name in config.task_list})
+        self.model = MultiTaskActorCritic(self.env.single_observation_space, config.agent).to(self.device)
+        self.ppo = MultiTaskPPO(self.model, config.ppo, task_names=TASK_NAMES, seed=config.seed)
+        memory = config.agent.hidden_size if config.agent.memory == "lstm" else 0
+        self.buffer = RolloutBuffer(
+            self.env.single_observation_space, config.ppo.num_steps, config.num_envs, device=self.device, memory_size=memory
+        )
+        self.stats = EpisodeStats()
+        self.progress = progress
+        self.frames = 0
+        self.updates = 0
+        n = config.num_envs
+        self._ep_return = np.zeros(n)
+        self._ep_length = np.zeros(n, dtype=np.int64)
+        self._obs, info = self.env.reset(seed=config.seed)
+        self._labels = (info["view_labels"], info["target_cell"])
+        self._state = self.model.initial_state(n)
+        self._episode_start = np.ones(n, dtype=bool)
+
+    # ------------------------------------------------------------ collecting
+    def _to_device(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return torch.as_tensor(array, device=self.device, dtype=dtype)
+
+    def collect(self) -> None:
+        """Fill the buffer with ``num_steps`` steps of every slot."""
+        self.buffer.reset()
+        self.model.eval()
+        for _ in range(self.config.ppo.num_steps):
+            obs = ObsBatch.from_numpy(self._obs, self.device)
+            episode_start = self._to_device(self._episode_start)
+            state_before = self._state
+            out = self.model.act(obs, self._state, episode_start)
+            actions = out.action.cpu().numpy()
+            next_obs, rewards, terminated, truncated, info = self.env.step(actions)
+            bootstrap = torch.zeros(self.config.num_envs, device=self.device)
+            if truncated.any():
+                # A time-out is not a terminal state: its return continues with V(final obs).
+                idx = np.flatnonzero(truncated)
+                final = {k: np.stack([info["final_obs"][i][k] for i in idx]) for k in ObsBatch._fields}
+                state = tuple(s[idx] for s in out.state) if out.state is not None else None
+                bootstrap[idx] = self.model.value(ObsBatch.from_numpy(final, self.device), state)
+            self.buffer.add(
+                obs,
+                action=out.action,
+                logprob=out.logprob,
+                value=out.value,
+                reward=self._to_device(rewards, torch.float32),
+                terminated=self._to_device(terminated),
+                truncated=self._to_device(truncated),
+                episode_start=episode_start,
+                view_labels=self._to_device(self._labels[0]),
+                target_cell=self._to_device(self._labels[1]),
+                bootstrap=bootstrap,
+                state=state_before,
+            )
+            self._track_episodes(obs.task.cpu().numpy(), rewards, terminated | truncated, info)
+            self._obs, self._labels = next_obs, (info["view_labels"], info["target_cell"])
+            self._state = out.state
+            self._episode_start = terminated | truncated
+        with torch.no_grad():
+            last_value = self.model.value(
+                ObsBatch.from_numpy(self._obs, self.device), self._state, self._to_device(self._episode_start)
+            )
+        self.buffer.compute_returns(last_value, gamma=self.config.ppo.gamma, gae_lambda=self.config.ppo.gae_lambda)
+        self.frames += self.config.ppo.num_steps * self.config.num_envs
+
+    def _track_episodes(self, tasks: np.ndarray, rewards: np.ndarray, done: np.ndarray, info: dict) -> None:
+        self._ep_return += rewards
+        self._ep_length += 1
+        for i in np.flatnonzero(done):
+            success = bool(info["final_info"]["success"][i])
+            self.stats.add(TASK_NAMES[tasks[i]], success, float(self._ep_return[i]), int(self._ep_length[i]))
+        self._ep_return[done] = 0.0
+        self._ep_length[done] = 0
+
+    # -------------------------------------------------------------- updating
+    def update(self) -> dict[str, float]:
+        """One PPO update on the collected rollout."""
+        cfg = self.config.ppo
+        if cfg.anneal_lr:
+            self.ppo.set_learning_rate(cfg.learning_rate * max(0.0, 1.0 - self.frames / self.config.frames))
+        self.model.train()
+        stats = self.ppo.update(self.buffer)
+        self.updates += 1
+        return stats
+
+    # ------------------------------------------------------------- reporting
+    def success_line(self) -> str:
+        parts = []
+        for name in self.config.task_list:
+            rate = self.stats.success_rate(name)
+            parts.append(f"{name} {'-' if rate is None else f'{rate:.2f}'}")
+        return "success: " + ", ".join(parts)
+
+    def family_success(self) -> dict[str, float]:
+        by_family: dict[str, list[float]] = defaultdict(list)
+        for name in self.config.task_list:
+            rate = self.stats.success_rate(name)
+            if rate is not None:
+                by_family[TASKS[name].family[:3]].append(rate)
+        return {family: float(np.mean(rates)) for family, rates in by_family.items()}
+
+    def run(self) -> EpisodeStats:
+        """Train until ``config.frames``; returns the episode statistics."""
+        bar = tqdm(total=self.config.frames, unit="frames", disable=not self.progress, file=sys.stdout, dynamic_ncols=True)
+        start = time.perf_counter()
+        try:
+            while self.frames < self.config.frames:
+                self.collect()
+                self.update()
+                bar.update(self.config.ppo.num_steps * self.config.num_envs)
+                fps = self.frames / (time.perf_counter() - start)
+                bar.set_postfix({"fps": f"{fps:,.0f}", **{k: f"{v:.2f}" for k, v in self.family_success().items()}})
+                if self.progress and self.updates % self.config.log_every == 0:
+                    bar.write(f"[{self.frames:,} frames] {self.success_line()}")
+        finally:
+            bar.close()
+            self.env.close()
+        return self.stats
