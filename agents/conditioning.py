@@ -3,8 +3,8 @@
 Registry :data:`CONDITIONINGS`:
 
 * ``film``: mission tokens -> word embedding -> GRU -> FiLM (feature-wise
-  affine modulation, Perez et al. 2018) of the convolutional map, in two
-  blocks, as in BabyAI's best agents (Chevalier-Boisvert et al. 2019).
+  affine modulation, Perez et al. 2018) of the last two convolutions of the
+  encoder, as in BabyAI's best agents (Chevalier-Boisvert et al. 2019).
 * ``concat``: the mission embedding is concatenated to the pooled features.
 * ``task-id``: a learned embedding of the task index replaces the mission.
 
@@ -45,44 +45,42 @@ class MissionEncoder(nn.Module):
 
 
 class FiLM(nn.Module):
-    """``x * (1 + gamma(c)) + beta(c)`` per channel, then a conv and ReLU.
+    """Feature-wise affine modulation: ``x * (1 + gamma(c)) + beta(c)`` per channel.
 
-    ``1 + gamma`` starts the block near the identity, which trains more
+    ``1 + gamma`` starts the modulation at the identity, which trains more
     stably than a raw multiplicative gamma.
     """
 
     def __init__(self, cond_dim: int, channels: int) -> None:
         super().__init__()
         self.affine = nn.Linear(cond_dim, 2 * channels)
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.affine(cond).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
-        return torch.relu(self.conv(x * (1 + gamma) + beta)) + x
+        return x * (1 + gamma) + beta
 
 
 class Conditioning(nn.Module):
-    """Combines the encoder's map, the mission and the task id into features.
+    """Runs the encoder under the mission / task-id conditioning.
 
     Args:
         kind: ``film``, ``concat`` or ``task-id``.
-        channels: channels of the encoder's 7x7 map.
+        encoder: the shared :class:`agents.encoders.Encoder`.
         vocab_size: mission vocabulary size.
         num_tasks: number of task ids.
         task_embedding: add a task-id embedding to the mission embedding.
         hidden: size of the mission/task embedding and of the output features.
 
     Returns from ``forward``:
-        map: ``(B, channels, 7, 7)`` conditioned map (for per-cell heads),
-        features: ``(B, hidden)``,
-        context: ``(B, hidden)`` the mission/task embedding (gates of MMoE/PLE).
+        features ``(B, hidden)`` and context ``(B, hidden)`` (the mission/task
+        embedding, which also drives the MMoE/PLE gates).
     """
 
     def __init__(
         self,
         kind: str,
         *,
-        channels: int,
+        encoder: nn.Module,
         vocab_size: int,
         num_tasks: int,
         task_embedding: bool,
@@ -94,12 +92,13 @@ class Conditioning(nn.Module):
         self.kind = kind
         self.mission = MissionEncoder(vocab_size, hidden=hidden) if kind != "task-id" else None
         self.task = nn.Embedding(num_tasks, hidden) if (task_embedding or kind == "task-id") else None
-        self.film = nn.ModuleList([FiLM(hidden, channels), FiLM(hidden, channels)]) if kind == "film" else None
-        self.pool = nn.MaxPool2d(2)  # 7x7 -> 3x3: keeps coarse layout, cheap to flatten
-        pooled = channels * 9
+        # FiLM on the last two convolutions (the first sees single cells only).
+        self.film = (
+            nn.ModuleDict({str(i): FiLM(hidden, encoder.channels[i]) for i in (1, 2)}) if kind == "film" else None
+        )
         extra = hidden if kind in ("concat", "task-id") else 0
         self.direction = nn.Embedding(4, 16)
-        self.project = nn.Sequential(nn.Linear(pooled + extra + 16, hidden), nn.ReLU())
+        self.project = nn.Sequential(nn.Linear(encoder.out_dim + extra + 16, hidden), nn.ReLU())
 
     def context(self, mission: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """The mission and/or task embedding, ``(B, hidden)``."""
@@ -108,19 +107,23 @@ class Conditioning(nn.Module):
             ctx = self.task(task) if ctx is None else ctx + self.task(task)
         return ctx
 
-    def forward(self, fmap: torch.Tensor, direction: torch.Tensor, mission: torch.Tensor, task: torch.Tensor):
+    def forward(self, encoder: nn.Module, image, direction, mission, task):
         ctx = self.context(mission, task)
+        modulate = None
         if self.film is not None:
-            for block in self.film:
-                fmap = block(fmap, ctx)
-        parts = [self.pool(fmap).flatten(1), self.direction(direction)]
+            film = self.film
+
+            def modulate(i: int, x: torch.Tensor) -> torch.Tensor:
+                return film[str(i)](x, ctx) if str(i) in film else x
+
+        parts = [encoder(image, modulate), self.direction(direction)]
         if self.kind in ("concat", "task-id"):
             parts.append(ctx)
-        return fmap, self.project(torch.cat(parts, dim=1)), ctx
+        return self.project(torch.cat(parts, dim=1)), ctx
 
 
 CONDITIONINGS: dict[str, str] = {
-    "film": "mission GRU -> FiLM on the conv map (BabyAI)",
+    "film": "mission GRU -> FiLM on the encoder's convolutions (BabyAI)",
     "concat": "mission GRU embedding concatenated to the pooled features",
     "task-id": "learned task-id embedding, no mission",
 }

@@ -45,27 +45,25 @@ class CriticHead(nn.Module):
 class RecognitionHead(nn.Module):
     """What is in each view cell, and which cell holds the mission's target.
 
-    Per-cell object and colour come from a 1x1 convolution of the conditioned
-    7x7 map (spatially aligned with the view); the target cell is a 50-way
-    choice: one logit per cell from the map, plus "not in view" from the
-    head's feature vector.
+    Decodes the whole view from the shared feature vector: the features must
+    keep what is where, which is the point of the auxiliary task (with pixel
+    observations it is object recognition proper).
 
     Shapes:
-        fmap ``(B, C, 7, 7)``, h ``(B, H)`` ->
-        object ``(B, 11, 7, 7)``, color ``(B, 6, 7, 7)``, target ``(B, 50)``;
-        maps are indexed ``[y, x]`` (cell ``y * 7 + x``).
+        h ``(B, H)`` -> object ``(B, 11, 7, 7)``, color ``(B, 6, 7, 7)`` (maps
+        indexed ``[y, x]``, cell ``y * 7 + x``), target ``(B, 50)`` (49 cells
+        plus "not in view").
     """
 
-    def __init__(self, channels: int, hidden: int) -> None:
+    def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.cells = nn.Conv2d(channels, NUM_OBJECT_IDS + NUM_COLOR_IDS + 1, 1)
-        self.not_in_view = nn.Linear(hidden, 1)
+        self.cells = nn.Linear(hidden, (NUM_OBJECT_IDS + NUM_COLOR_IDS) * NUM_CELLS)
+        self.target = nn.Linear(hidden, NUM_CELLS + 1)
 
-    def forward(self, fmap: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.cells(fmap)
-        obj, color, target = out.split([NUM_OBJECT_IDS, NUM_COLOR_IDS, 1], dim=1)
-        target = torch.cat([target.flatten(1), self.not_in_view(h)], dim=1)
-        return {"object": obj, "color": color, "target": target}
+    def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        cells = self.cells(h).view(-1, NUM_OBJECT_IDS + NUM_COLOR_IDS, VIEW, VIEW)
+        obj, color = cells.split([NUM_OBJECT_IDS, NUM_COLOR_IDS], dim=1)
+        return {"object": obj, "color": color, "target": self.target(h)}
 
 
 class RewardHead(nn.Module):

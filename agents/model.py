@@ -1,6 +1,6 @@
 """MultiTaskActorCritic: one network for every task.
 
-    obs -> encoder (7x7 map) -> conditioning (mission / task id) -> features
+    obs -> encoder under conditioning (FiLM from the mission, or concat / task id) -> features
         -> [LSTM memory] -> sharing (hard | MMoE | PLE) -> heads:
            policy (7 logits), value, recognition (per-cell labels, target cell),
            reward (UNREAL, on three consecutive steps)
@@ -21,7 +21,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 from agents.conditioning import CONDITIONINGS, Conditioning
-from agents.encoders import ENCODERS
+from agents.encoders import Encoder
 from agents.heads import ActorHead, CriticHead, RecognitionHead, RewardHead
 from agents.sharing import SHARINGS
 
@@ -48,7 +48,7 @@ class AgentConfig:
     hidden_size: int = 128
     """Width of the features, mission embedding and towers."""
     channels: int = 64
-    """Channels of the encoder's 7x7 map."""
+    """Channels of the encoder's last convolution (the two before it have half)."""
 
     @property
     def aux_heads(self) -> tuple[str, ...]:
@@ -156,10 +156,11 @@ class MultiTaskActorCritic(nn.Module):
         if encoder == "pixels" and shape != (56, 56, 3):
             raise ValueError(f"image shape {shape} is neither the symbolic (7, 7, 3) nor the rgb (56, 56, 3) view.")
         hidden = config.hidden_size
-        self.encoder = ENCODERS[encoder](channels=config.channels)
+        half = max(1, config.channels // 2)
+        self.encoder = Encoder(encoder, channels=(half, half, config.channels))
         self.conditioning = Conditioning(
             config.conditioning,
-            channels=config.channels,
+            encoder=self.encoder,
             vocab_size=self.space_info["vocab_size"],
             num_tasks=self.space_info["num_tasks"],
             task_embedding=config.task_embedding,
@@ -169,7 +170,7 @@ class MultiTaskActorCritic(nn.Module):
         self.sharing = SHARINGS[config.sharing](hidden, hidden, context_dim=hidden, num_experts=config.num_experts)
         self.actor = ActorHead(hidden)
         self.critic = CriticHead(hidden)
-        self.recognition = RecognitionHead(config.channels, hidden) if "recognition" in config.aux_heads else None
+        self.recognition = RecognitionHead(hidden) if "recognition" in config.aux_heads else None
         self.reward = RewardHead(hidden) if "reward" in config.aux_heads else None
 
     # ----------------------------------------------------------------- helpers
@@ -186,9 +187,15 @@ class MultiTaskActorCritic(nn.Module):
         return cls(dict(args["space_info"]), AgentConfig(**args["config"]))
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters every task's loss flows through (encoder, conditioning, memory, sharing)."""
+        """Parameters every task's loss flows through (encoder, conditioning, memory, sharing).
+
+        The weight of :meth:`last_shared_layer` comes last, where GradNorm looks for it.
+        """
+        last = self.last_shared_layer().weight
         modules = [self.encoder, self.conditioning, self.memory, self.sharing]
-        return [p for m in modules if m is not None for p in m.parameters()]
+        params = {id(p): p for m in modules if m is not None for p in m.parameters()}
+        params.pop(id(last))
+        return [*params.values(), last]
 
     def last_shared_layer(self) -> nn.Linear:
         """The last shared weight layer (GradNorm measures gradient norms here)."""
@@ -202,8 +209,7 @@ class MultiTaskActorCritic(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def _features(self, obs: ObsBatch):
-        fmap = self.encoder(obs.image)
-        return self.conditioning(fmap, obs.direction, obs.mission, obs.task)
+        return self.conditioning(self.encoder, obs.image, obs.direction, obs.mission, obs.task)
 
     def _remember(self, z, state, episode_start, steps: int):
         """Run the LSTM over ``steps`` time-major steps of ``z`` ``(steps * B, D)``."""
@@ -221,9 +227,9 @@ class MultiTaskActorCritic(nn.Module):
         return torch.cat(outs, dim=0), (h, c)
 
     def _heads_input(self, obs: ObsBatch, state=None, episode_start=None, steps: int = 1):
-        fmap, z, ctx = self._features(obs)
+        z, ctx = self._features(obs)
         z, state = self._remember(z, state, episode_start, steps)
-        return fmap, self.sharing(z, ctx, obs.family), state
+        return self.sharing(z, ctx, obs.family), state
 
     @torch.no_grad()
     def act(
@@ -235,7 +241,7 @@ class MultiTaskActorCritic(nn.Module):
         deterministic: bool = False,
     ) -> ActOutput:
         """One rollout step for a batch of slots."""
-        _, towers, state = self._heads_input(obs, state, episode_start)
+        towers, state = self._heads_input(obs, state, episode_start)
         dist = Categorical(logits=self.actor(towers["policy"]))
         action = dist.probs.argmax(-1) if deterministic else dist.sample()
         return ActOutput(action, dist.log_prob(action), self.critic(towers["value"]), state)
@@ -243,7 +249,7 @@ class MultiTaskActorCritic(nn.Module):
     @torch.no_grad()
     def value(self, obs: ObsBatch, state=None, episode_start=None) -> torch.Tensor:
         """State values ``(B,)`` (for bootstrapping truncated episodes)."""
-        _, towers, _ = self._heads_input(obs, state, episode_start)
+        towers, _ = self._heads_input(obs, state, episode_start)
         return self.critic(towers["value"])
 
     def evaluate(
@@ -261,9 +267,9 @@ class MultiTaskActorCritic(nn.Module):
         (``steps * B`` rows), ``state`` their initial memory and
         ``episode_start`` where memory is reset.
         """
-        fmap, towers, _ = self._heads_input(obs, state, episode_start, steps)
+        towers, _ = self._heads_input(obs, state, episode_start, steps)
         dist = Categorical(logits=self.actor(towers["policy"]))
-        recognition = self.recognition(fmap, towers["recognition"]) if self.recognition is not None else None
+        recognition = self.recognition(towers["recognition"]) if self.recognition is not None else None
         return EvalOutput(dist.log_prob(actions), dist.entropy(), self.critic(towers["value"]), recognition)
 
     def reward_logits(self, obs: ObsBatch) -> torch.Tensor:
@@ -274,7 +280,7 @@ class MultiTaskActorCritic(nn.Module):
         Returns logits ``(B, 3)`` over (zero, positive, negative).
         """
         assert self.reward is not None, "reward_logits needs the reward head (aux includes reward)"
-        _, z, ctx = self._features(obs)
+        z, ctx = self._features(obs)
         h = self.sharing(z, ctx, obs.family)["reward"]
         return self.reward(h.view(-1, 3, h.shape[-1]))
 
@@ -304,4 +310,4 @@ class MultiTaskActorCritic(nn.Module):
         self.train(was_training)
         actions = out.action.cpu().numpy()
         new_state = tuple(s.cpu().numpy() for s in out.state) if out.state is not None else None
-        return (actions[0] if single else actions), new_state
+        return (actions.squeeze(axis=0) if single else actions), new_state

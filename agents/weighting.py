@@ -148,8 +148,12 @@ class GradNormWeighting(_PerLossParameters):
             self.param.clamp_(min=1e-3)
             self.param.mul_(len(self.names) / self.param.sum())
         values = torch.stack(list(losses.values()))
-        # The last shared layer's weight: the last >= 2-D shared parameter.
-        layer = [p for p in shared_params if p.dim() >= 2 and p.requires_grad][-1]
+        # The last shared layer's weight: by convention the last shared parameter
+        # of two or more dimensions (MultiTaskActorCritic.shared_parameters keeps it last).
+        candidates = [p for p in shared_params if p.requires_grad]
+        matrices = [p for p in candidates if p.dim() >= 2]
+        assert candidates, "GradNorm needs the shared parameters to measure gradient norms on"
+        layer = (matrices or candidates)[-1]
         norms = torch.stack(
             [
                 torch.autograd.grad(loss, layer, retain_graph=True, allow_unused=True)[0].norm()

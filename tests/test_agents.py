@@ -1,0 +1,199 @@
+"""The multi-task actor-critic: shapes for every architecture, predict, aux heads, save/rebuild."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from agents.buffer import RewardStore, RolloutBuffer
+from agents.losses import normalize_per_task, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
+from agents.model import AgentConfig, MultiTaskActorCritic, ObsBatch
+from envs import MultiTaskVectorEnv, make
+from envs.wrappers import observation_space
+
+
+def _batch(obs_mode="symbolic", n=6, seed=0):
+    env = MultiTaskVectorEnv(["DoorKey-5x5", "GoToObject-6x6-N2", "ColorPickup-6x6-N3"], n, obs=obs_mode, vectorization="sync")
+    obs, info = env.reset(seed=seed)
+    env.close()
+    return env.single_observation_space, obs, info
+
+
+@pytest.mark.parametrize(
+    "obs_mode,conditioning,sharing",
+    list(itertools.product(["symbolic", "rgb"], ["film", "concat", "task-id"], ["hard", "mmoe", "ple"])),
+)
+def test_shapes_for_every_architecture(obs_mode, conditioning, sharing):
+    space, obs, info = _batch(obs_mode)
+    model = MultiTaskActorCritic(space, AgentConfig(conditioning=conditioning, sharing=sharing, num_experts=2))
+    batch = ObsBatch.from_numpy(obs, "cpu")
+    out = model.act(batch)
+    assert out.action.shape == (6,) and out.logprob.shape == (6,) and out.value.shape == (6,)
+    assert out.state is None
+    ev = model.evaluate(batch, out.action)
+    assert torch.allclose(ev.logprob, out.logprob, atol=1e-5)
+    assert ev.entropy.shape == (6,)
+    assert ev.recognition["object"].shape == (6, 11, 7, 7)
+    assert ev.recognition["color"].shape == (6, 6, 7, 7)
+    assert ev.recognition["target"].shape == (6, 50)
+    three = ObsBatch(*(t.repeat_interleave(3, dim=0) for t in batch))
+    assert model.reward_logits(three).shape == (6, 3)
+    # every parameter that should learn gets a gradient from the losses
+    loss = ev.value.sum() + ev.logprob.sum() + sum(v.sum() for v in ev.recognition.values()) + model.reward_logits(three).sum()
+    loss.backward()
+    assert all(p.grad is not None for p in model.shared_parameters())
+
+
+def test_lstm_memory_resets_at_episode_start_and_matches_stepwise():
+    space, obs, _ = _batch(n=2)
+    torch.manual_seed(0)
+    model = MultiTaskActorCritic(space, AgentConfig(memory="lstm"))
+    batch = ObsBatch.from_numpy(obs, "cpu")
+    state = model.initial_state(2)
+    starts = torch.tensor([True, True])
+    steps = []
+    for t in range(3):
+        out = model.act(batch, state, starts)
+        steps.append(out)
+        state = out.state
+        starts = torch.tensor([False, t == 1])  # slot 1 starts a new episode at step 2
+    # The same three steps evaluated as one sequence give the same log-probs.
+    seq_obs = ObsBatch(*(torch.cat([t] * 3) for t in batch))
+    actions = torch.cat([s.action for s in steps])
+    episode_start = torch.tensor([True, True, False, False, False, True])
+    ev = model.evaluate(seq_obs, actions, state=model.initial_state(2), episode_start=episode_start, steps=3)
+    assert torch.allclose(ev.logprob, torch.cat([s.logprob for s in steps]), atol=1e-5)
+    # Slot 1 restarted at step 2: its value there equals its value at step 0.
+    assert ev.value[5].item() == pytest.approx(ev.value[1].item(), abs=1e-5)
+    assert ev.value[4].item() != pytest.approx(ev.value[0].item(), abs=1e-5)
+
+
+def test_predict_follows_stable_baselines3():
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    env = make("Empty-5x5")
+    model = MultiTaskActorCritic(env.observation_space)
+    obs, _ = env.reset(seed=0)
+    action, state = model.predict(obs, deterministic=True)
+    assert isinstance(action, np.ndarray) and action.shape == () and state is None
+    assert env.action_space.contains(int(action))
+    vec = DummyVecEnv([lambda: Monitor(make("Empty-5x5")), lambda: Monitor(make("Empty-5x5"))])
+    batch_obs = vec.reset()
+    actions, _ = model.predict(batch_obs, state=None, episode_start=np.ones(2, dtype=bool))
+    assert actions.shape == (2,)
+    mean, std = evaluate_policy(model, vec, n_eval_episodes=4)
+    assert 0.0 <= mean <= 1.0 and std >= 0.0
+    lstm = MultiTaskActorCritic(env.observation_space, AgentConfig(memory="lstm"))
+    actions, state = lstm.predict(batch_obs, state=None, episode_start=np.ones(2, dtype=bool))
+    assert len(state) == 2 and state[0].shape == (2, 128)
+
+
+def test_model_rebuilds_from_its_constructor_args():
+    space, obs, _ = _batch()
+    model = MultiTaskActorCritic(space, AgentConfig(conditioning="concat", sharing="mmoe", aux="recognition"))
+    clone = MultiTaskActorCritic.from_constructor_args(model.constructor_args())
+    clone.load_state_dict(model.state_dict())
+    batch = ObsBatch.from_numpy(obs, "cpu")
+    assert torch.equal(model.value(batch), clone.value(batch))
+    assert clone.reward is None and clone.recognition is not None
+
+
+def test_bad_agent_config_names_the_value():
+    space, _, _ = _batch()
+    with pytest.raises(ValueError, match="sharing='tower' is unknown; known: hard, mmoe, ple"):
+        MultiTaskActorCritic(space, AgentConfig(sharing="tower"))
+    with pytest.raises(ValueError, match="aux='recognition,vision'"):
+        MultiTaskActorCritic(space, AgentConfig(aux="recognition,vision"))
+    with pytest.raises(ValueError, match="not the common task format"):
+        MultiTaskActorCritic(make("Empty-5x5").unwrapped.observation_space)
+
+
+def test_recognition_head_learns_the_view_labels_on_a_fixed_batch():
+    torch.manual_seed(0)
+    space, obs, info = _batch(n=32, seed=3)
+    model = MultiTaskActorCritic(space, AgentConfig(aux="recognition"))
+    batch = ObsBatch.from_numpy(obs, "cpu")
+    labels = torch.as_tensor(info["view_labels"])
+    target = torch.as_tensor(info["target_cell"])
+    actions = torch.zeros(32, dtype=torch.long)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(120):
+        pred = model.evaluate(batch, actions).recognition
+        loss = sum(recognition_loss(pred, labels, target).values())
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    acc = recognition_accuracy(model.evaluate(batch, actions).recognition, labels, target)
+    assert loss.item() < 0.1 * first
+    assert acc["object"] > 0.98 and acc["color"] > 0.98 and acc["target"] > 0.95, acc
+
+
+def _filled_buffer(rewards):
+    space = observation_space("symbolic", num_tasks=3, mission_length=4)
+    T, N = rewards.shape
+    buf = RolloutBuffer(space, num_steps=T, num_envs=N, device="cpu")
+    buf.rewards = rewards
+    buf.image[..., 0] = torch.arange(T).view(T, 1, 1, 1).to(torch.uint8)  # step index in the image
+    buf.step = T
+    return space, buf
+
+
+def test_reward_store_keeps_windows_inside_episodes_and_samples_half_rewarding():
+    rewards = torch.zeros(10, 2)
+    rewards[5, 0] = 0.8  # slot 0 succeeds at step 5 ...
+    rewards[1, 1] = 0.5  # ... slot 1 at step 1: too early for a 3-step window
+    space, buf = _filled_buffer(rewards)
+    buf.episode_start[0] = True
+    buf.episode_start[6, 0] = True  # slot 0's next episode starts after the reward
+    store = RewardStore(space, capacity=64, seed=0)
+    store.add_rollout(buf)
+    assert store.num_rewarding() == 1
+    # windows crossing slot 0's episode start at step 6 (t = 6, 7) are excluded
+    zero = store.sides["zero"]
+    frames = zero["image"][: zero["size"], :, 0, 0, 0]
+    assert all((f[1] == f[0] + 1) and (f[2] == f[1] + 1) for f in frames.tolist())
+    # Windows end at t = 2..9. Slot 0: t = 6, 7 cross its episode start, t = 5 is
+    # the rewarding one -> 5 zero windows; slot 1: all 8 (its reward at t = 1 ends no window).
+    assert zero["size"] == 5 + 8
+    obs, labels = store.sample(20, "cpu")
+    assert labels.tolist().count(1) == 10 and labels.tolist().count(0) == 10
+    assert obs.image.shape == (60, 7, 7, 3)
+    rewarding_frames = obs.image[:30:3, 0, 0, 0]
+    assert set(rewarding_frames.tolist()) == {3}  # the window (3, 4, 5) ending on the reward
+
+
+def test_reward_loss_focal_downweights_easy_examples():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 1])
+    ce = reward_loss(logits, labels)["reward/prediction"]
+    focal = reward_loss(logits, labels, focal_gamma=2.0)["reward/prediction"]
+    assert focal < ce
+
+
+def test_ppo_loss_is_per_task_and_matches_hand_values():
+    task_names = ["a", "b", "c"]
+    task = torch.tensor([0, 0, 2])
+    logprob = torch.log(torch.tensor([0.5, 0.2, 0.4]))
+    old = torch.log(torch.tensor([0.25, 0.2, 0.4]))  # ratio 2.0 for the first sample
+    adv = torch.tensor([1.0, -1.0, 3.0])
+    terms = ppo_loss(logprob, old, adv, torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3), torch.zeros(3), torch.ones(3), task,
+                     task_names=task_names, clip_coef=0.2, clip_value=False, normalize_advantages=False)
+    assert set(terms) == {"policy/a", "value/a", "entropy/a", "policy/c", "value/c", "entropy/c"}
+    # task a: sample 0 clipped at 1.2 -> -1.2; sample 1 ratio 1 -> +1.0; mean -0.1
+    assert terms["policy/a"].item() == pytest.approx(-0.1)
+    assert terms["policy/c"].item() == pytest.approx(-3.0)
+    assert terms["entropy/a"].item() == pytest.approx(1.5) and terms["value/c"].item() == pytest.approx(0.5)
+
+
+def test_advantages_are_normalised_within_each_task():
+    adv = torch.tensor([1.0, 3.0, 100.0, 300.0, 7.0])
+    task = torch.tensor([0, 0, 1, 1, 2])
+    out = normalize_per_task(adv, task, 3)
+    assert out[:2].tolist() == pytest.approx([-0.7071, 0.7071], abs=1e-3)
+    assert out[2:4].tolist() == pytest.approx([-0.7071, 0.7071], abs=1e-3)
+    assert out[4].item() == 0.0

@@ -1,0 +1,61 @@
+"""GAE against hand-computed values, with truncation and termination kept apart."""
+
+import pytest
+import torch
+
+from agents.buffer import RolloutBuffer, compute_gae
+from envs.wrappers import observation_space
+
+
+def _hand_case():
+    # T = 3, one slot. Step 1 is truncated (time-out, V(final obs) = 0.7),
+    # step 2 terminated. gamma = 0.9, lambda = 0.8.
+    rewards = torch.tensor([[1.0], [0.0], [2.0]])
+    values = torch.tensor([[0.5], [0.4], [0.3]])
+    terminated = torch.tensor([[False], [False], [True]])
+    truncated = torch.tensor([[False], [True], [False]])
+    # delta2 = 2 - 0.3 = 1.7                          A2 = 1.7
+    # delta1 = 0 + 0.9 * 0.7 - 0.4 = 0.23             A1 = 0.23 (trace cut at the time-out)
+    # delta0 = 1 + 0.9 * 0.4 - 0.5 = 0.86             A0 = 0.86 + 0.9 * 0.8 * 0.23 = 1.0256
+    expected_adv = torch.tensor([[1.0256], [0.23], [1.7]])
+    return rewards, values, terminated, truncated, expected_adv
+
+
+def test_gae_hand_computed_with_truncation():
+    rewards, values, terminated, truncated, expected = _hand_case()
+    next_values = torch.tensor([[0.4], [0.7], [123.0]])  # the last is ignored: terminated
+    adv, returns = compute_gae(rewards, values, next_values, terminated, truncated, gamma=0.9, gae_lambda=0.8)
+    assert torch.allclose(adv, expected, atol=1e-6)
+    assert torch.allclose(returns, expected + values, atol=1e-6)
+
+
+def test_truncation_bootstraps_but_termination_does_not():
+    rewards = torch.zeros(1, 1)
+    values = torch.zeros(1, 1)
+    next_values = torch.ones(1, 1)
+    no = torch.tensor([[False]])
+    yes = torch.tensor([[True]])
+    adv_trunc, _ = compute_gae(rewards, values, next_values, no, yes, gamma=0.5, gae_lambda=1.0)
+    adv_term, _ = compute_gae(rewards, values, next_values, yes, no, gamma=0.5, gae_lambda=1.0)
+    assert adv_trunc.item() == pytest.approx(0.5) and adv_term.item() == 0.0
+
+
+def test_lambda_one_gives_discounted_returns():
+    rewards = torch.tensor([[1.0], [1.0], [1.0]])
+    values = torch.zeros(3, 1)
+    no = torch.zeros(3, 1, dtype=torch.bool)
+    next_values = torch.tensor([[0.0], [0.0], [10.0]])
+    _, returns = compute_gae(rewards, values, next_values, no, no, gamma=0.5, gae_lambda=1.0)
+    assert returns[:, 0].tolist() == pytest.approx([1 + 0.5 + 0.25 + 0.125 * 10, 1 + 0.5 + 0.25 * 10, 1 + 0.5 * 10])
+
+
+def test_buffer_uses_bootstrap_values_on_truncation():
+    rewards, values, terminated, truncated, expected = _hand_case()
+    space = observation_space("symbolic", num_tasks=3, mission_length=4)
+    buf = RolloutBuffer(space, num_steps=3, num_envs=1, device="cpu")
+    buf.rewards, buf.values = rewards, values
+    buf.terminated, buf.truncated = terminated, truncated
+    buf.bootstrap = torch.tensor([[0.0], [0.7], [0.0]])
+    buf.step = 3
+    buf.compute_returns(torch.tensor([123.0]), gamma=0.9, gae_lambda=0.8)
+    assert torch.allclose(buf.advantages, expected, atol=1e-6)
