@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import os
 import statistics
+import tempfile
 import time
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
@@ -45,7 +46,7 @@ def _apply(config: RunConfig, assignments: list[str]) -> None:
 
 def frames_to_threshold(tasks: str, seed: int, *, threshold: float, max_frames: int, overrides: list[str]):
     """Train until every task's rolling success >= threshold; (frames or None, seconds, final rates)."""
-    config = RunConfig(tasks=tasks, frames=max_frames, seed=seed)
+    config = RunConfig(tasks=tasks, frames=max_frames, seed=seed, runs_dir=tempfile.mkdtemp(prefix="omnigrid-bench-"))
     _apply(config, overrides)
     trainer = Trainer(config, progress=False)
     start = time.perf_counter()

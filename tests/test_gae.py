@@ -59,3 +59,23 @@ def test_buffer_uses_bootstrap_values_on_truncation():
     buf.step = 3
     buf.compute_returns(torch.tensor([123.0]), gamma=0.9, gae_lambda=0.8)
     assert torch.allclose(buf.advantages, expected, atol=1e-6)
+
+
+def test_recurrent_minibatches_are_whole_chunks_with_their_start_state():
+    space = observation_space("symbolic", num_tasks=3, mission_length=4)
+    buf = RolloutBuffer(space, num_steps=8, num_envs=3, device="cpu", memory_size=2)
+    for t in range(8):
+        buf.state_h[t] = torch.tensor([[t, n] for n in range(3)], dtype=torch.float32)
+        buf.direction[t] = t  # step index, to read back
+        buf.task[t] = torch.arange(3)  # slot index
+    buf.step = 8
+    seen = []
+    for mb in buf.minibatches(8, generator=torch.Generator().manual_seed(0), seq_len=4):
+        assert mb.steps == 4
+        chunks = mb.obs.direction.numel() // 4
+        steps = mb.obs.direction.view(4, chunks)
+        slots = mb.obs.task.view(4, chunks)
+        assert (steps[1:] - steps[:-1] == 1).all() and (slots == slots[0]).all()  # consecutive, one slot each
+        assert torch.equal(mb.state[0][:, 0], steps[0].float()) and torch.equal(mb.state[0][:, 1], slots[0].float())
+        seen += list(zip(steps[0].tolist(), slots[0].tolist()))
+    assert sorted(seen) == sorted((t0, n) for t0 in (0, 4) for n in range(3))  # every chunk once

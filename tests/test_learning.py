@@ -4,8 +4,8 @@ from training.config import RunConfig
 from training.loop import Trainer
 
 
-def _train(tasks: str, frames: int, seed: int = 1, **agent) -> Trainer:
-    config = RunConfig(tasks=tasks, frames=frames, seed=seed, num_envs=16)
+def _train(tasks: str, frames: int, runs_dir, seed: int = 1, **agent) -> Trainer:
+    config = RunConfig(tasks=tasks, frames=frames, seed=seed, num_envs=16, runs_dir=str(runs_dir))
     for key, value in agent.items():
         setattr(config.agent, key, value)
     trainer = Trainer(config, progress=False)
@@ -13,8 +13,8 @@ def _train(tasks: str, frames: int, seed: int = 1, **agent) -> Trainer:
     return trainer
 
 
-def test_empty_5x5_reaches_90_percent_success():
-    trainer = _train("Empty-5x5", frames=40_960)
+def test_empty_5x5_reaches_90_percent_success(tmp_path):
+    trainer = _train("Empty-5x5", frames=40_960, runs_dir=tmp_path)
     success = trainer.stats.success["Empty-5x5"]
     assert len(success) == 100
     assert sum(success) / len(success) >= 0.9, f"rolling success {sum(success) / len(success):.2f}"

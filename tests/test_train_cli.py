@@ -15,12 +15,30 @@ def _run(*args, timeout=300, env=None):
     )
 
 
-def test_tiny_training_run_reports_progress():
+def test_tiny_training_run_reports_progress_and_evaluates(tmp_path):
     out = _run("--tasks", "Empty-5x5,GoToDoor-5x5", "--frames", "1024", "--num-envs", "4", "--num-steps", "64",
-               "--batch-size", "128", "--device", "cpu", "--log-every", "1")
+               "--batch-size", "128", "--device", "cpu", "--log-every", "1", "--runs-dir", str(tmp_path),
+               "--run-name", "tiny")
     assert out.returncode == 0, out.stderr
     assert "training on 2 tasks, 1,024 frames, 4 envs, device cpu" in out.stdout
     assert "success: Empty-5x5" in out.stdout and "GoToDoor-5x5" in out.stdout
+    run = tmp_path / "tiny"
+    assert (run / "checkpoints" / "final.pt").is_file()
+    assert "tasks: Empty-5x5,GoToDoor-5x5" in (run / "config.yaml").read_text()
+    ev = subprocess.run([sys.executable, "evaluate.py", str(run), "--tasks", "Empty-5x5,GoToObject-6x6-N2", "--episodes", "4"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    rows = {line.split()[0]: line.split() for line in ev.stdout.splitlines()[2:]}
+    assert set(rows) == {"Empty-5x5", "GoToObject-6x6-N2"}
+    assert all(0.0 <= float(r[3]) <= 1.0 for r in rows.values())
+
+
+def test_evaluate_rejects_a_path_that_is_not_a_run(tmp_path):
+    ev = subprocess.run([sys.executable, "evaluate.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert ev.returncode == 2 and "is not a run folder with a checkpoint" in ev.stderr
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    ev = subprocess.run([sys.executable, "evaluate.py", str(tmp_path / "junk.pt")], cwd=ROOT, capture_output=True, text=True)
+    assert ev.returncode == 2 and "is not a readable checkpoint" in ev.stderr and "Traceback" not in ev.stderr
 
 
 def test_help_documents_the_fields():
@@ -40,6 +58,7 @@ def test_help_documents_the_fields():
         (["--weighting", "magic"], "weighting='magic' is unknown; known: static, uncertainty"),
         (["--aux", "vision"], "aux='vision' names unknown heads"),
         (["--gamma", "1.5"], "gamma=1.5 must be in [0, 1]"),
+        (["--run-name", "a/b"], "run_name='a/b' must be a plain folder name"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(args, message):

@@ -7,10 +7,13 @@ configs are flattened on the command line (``--conditioning film``, not
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
+import yaml
 
 from agents.model import AgentConfig
 from agents.ppo import PPOConfig
@@ -37,6 +40,12 @@ class RunConfig:
     """Observation: MiniGrid's 7x7 symbolic view or the rendered 56x56 egocentric view."""
     vectorization: Literal["sync", "async"] = "sync"
     """Step slots in this process (sync) or one worker process per slot (async)."""
+    threads: int = 0
+    """CPU threads for torch; 0 = auto: torch's default with sync, 1 with async (the workers need the cores)."""
+    run_name: str = ""
+    """Output folder runs/<run_name>; default: <tasks>-s<seed>-<date-time>."""
+    runs_dir: str = "runs"
+    """Parent folder of all runs."""
     log_every: int = 10
     """Print per-task success on the console every this many updates."""
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -52,6 +61,8 @@ class RunConfig:
             raise ValueError("tasks is empty; give at least one task name (python train.py --list-tasks).")
         for name in self.task_list:
             get_task(name)
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise ValueError(f"threads={self.threads!r} must be an integer >= 0 (0 = auto).")
         for name in ("frames", "num_envs", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -62,8 +73,27 @@ class RunConfig:
             raise ValueError(
                 f"bptt must divide num_steps with memory=lstm. Currently bptt={self.ppo.bptt}, num_steps={self.ppo.num_steps}."
             )
+        if self.run_name and (Path(self.run_name).name != self.run_name or self.run_name in (".", "..")):
+            raise ValueError(f"run_name={self.run_name!r} must be a plain folder name (no '/').")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but no CUDA device is available here; use --device cpu or auto.")
+
+    def run_dir(self) -> Path:
+        """``runs_dir/run_name``, naming the run on first use if no name was given."""
+        if not self.run_name:
+            tasks = self.task_list
+            label = tasks[0] if len(tasks) == 1 else f"{len(tasks)}tasks"
+            self.run_name = f"{label}-s{self.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return Path(self.runs_dir) / self.run_name
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(asdict(self), sort_keys=False)
+
+    def resolved_threads(self) -> int:
+        """Torch CPU threads to use: oversubscribed cores make small-batch torch ops crawl."""
+        if self.threads:
+            return self.threads
+        return 1 if self.vectorization == "async" else torch.get_num_threads()
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":

@@ -13,6 +13,7 @@ import sys
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from agents.buffer import RolloutBuffer
 from agents.model import MultiTaskActorCritic, ObsBatch
+from agents.persist import CHECKPOINT_DIR, FINAL, agent_payload, atomic_save
 from agents.ppo import MultiTaskPPO
 from envs.tasks import TASKS
 from envs.vector import MultiTaskVectorEnv
@@ -66,6 +68,7 @@ class Trainer:
         config.validate()
         self.config = config
         self.device = config.resolved_device()
+        torch.set_num_threads(config.resolved_threads())
         set_seed(config.seed)
         self.env = MultiTaskVectorEnv(
             config.task_list, config.num_envs, obs=config.obs, vectorization=config.vectorization
@@ -79,6 +82,9 @@ class Trainer:
         )
         self.stats = EpisodeStats()
         self.progress = progress
+        self.run_dir = config.run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(config.to_yaml())
         self.frames = 0
         self.updates = 0
         n = config.num_envs
@@ -172,8 +178,14 @@ class Trainer:
                 by_family[TASKS[name].family[:3]].append(rate)
         return {family: float(np.mean(rates)) for family, rates in by_family.items()}
 
+    def save(self) -> Path:
+        """Write the agent to ``runs/<run>/checkpoints/final.pt`` (atomically)."""
+        path = self.run_dir / CHECKPOINT_DIR / FINAL
+        atomic_save(agent_payload(self.model, frames=self.frames, updates=self.updates), path)
+        return path
+
     def run(self) -> EpisodeStats:
-        """Train until ``config.frames``; returns the episode statistics."""
+        """Train until ``config.frames``, then save the agent; returns the episode statistics."""
         bar = tqdm(total=self.config.frames, unit="frames", disable=not self.progress, file=sys.stdout, dynamic_ncols=True)
         start = time.perf_counter()
         try:
@@ -188,4 +200,8 @@ class Trainer:
         finally:
             bar.close()
             self.env.close()
+        if self.progress:
+            print(f"saved {self.save()}")
+        else:
+            self.save()
         return self.stats

@@ -1,0 +1,72 @@
+"""Saving and loading an agent: weights plus what is needed to rebuild it.
+
+A file holds ``{"format": ..., "model": constructor args, "state_dict": ...}``
+and optionally more (the trainer's state). Writes are atomic (temporary file,
+fsync, rename), so a crash never leaves a half-written file under the real
+name. Loading uses ``weights_only=True``: no arbitrary objects are unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.model import MultiTaskActorCritic
+
+FORMAT = "omnigrid-agent-1"
+CHECKPOINT_DIR = "checkpoints"
+FINAL = "final.pt"
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` through a temporary file in the same folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def agent_payload(model: MultiTaskActorCritic, **extra: Any) -> dict[str, Any]:
+    return {"format": FORMAT, "model": model.constructor_args(), "state_dict": model.state_dict(), **extra}
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or the final checkpoint of a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / CHECKPOINT_DIR / FINAL
+        if not candidate.is_file():
+            raise ValueError(f"{str(path)!r} is not a run folder with a checkpoint: {candidate} does not exist.")
+        return candidate
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} does not exist; give a run folder (runs/<name>) or a checkpoint file.")
+    return path
+
+
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> MultiTaskActorCritic:
+    """The agent saved in a run folder or checkpoint file, rebuilt and on ``device``.
+
+    The architecture comes from the file; nothing needs repeating.
+    """
+    file = resolve_checkpoint(path)
+    try:
+        payload = torch.load(file, map_location=device, weights_only=True)
+    except Exception as err:  # a truncated or foreign file
+        raise ValueError(f"{str(file)!r} is not a readable checkpoint: {err}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{str(file)!r} is not an omnigrid agent checkpoint (format {FORMAT}).")
+    model = MultiTaskActorCritic.from_constructor_args(payload["model"])
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval()
