@@ -26,8 +26,8 @@ from agents.weighting import WEIGHTERS, LossWeighter, make_weighter
 class PPOConfig:
     """PPO and loss-weighting hyperparameters."""
 
-    learning_rate: float = 2.5e-4
-    """Adam learning rate."""
+    learning_rate: float = 1e-3
+    """Adam learning rate (1e-3 as rl-starter-files: GoToObject-6x6-N2 reached 0.9 success in 76k frames, not in 400k with 2.5e-4)."""
     anneal_lr: bool = False
     """Decay the learning rate linearly to 0 over the run."""
     num_steps: int = 128

@@ -5,7 +5,7 @@ from training.loop import Trainer
 
 
 def _train(tasks: str, frames: int, runs_dir, seed: int = 1, **agent) -> Trainer:
-    config = RunConfig(tasks=tasks, frames=frames, seed=seed, num_envs=16, runs_dir=str(runs_dir))
+    config = RunConfig(tasks=tasks, frames=frames, seed=seed, num_envs=16, runs_dir=str(runs_dir), threads=1)
     for key, value in agent.items():
         setattr(config.agent, key, value)
     trainer = Trainer(config, progress=False)

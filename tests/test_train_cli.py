@@ -17,7 +17,7 @@ def _run(*args, timeout=300, env=None):
 
 def test_tiny_training_run_reports_progress_and_evaluates(tmp_path):
     out = _run("--tasks", "Empty-5x5,GoToDoor-5x5", "--frames", "1024", "--num-envs", "4", "--num-steps", "64",
-               "--batch-size", "128", "--device", "cpu", "--log-every", "1", "--runs-dir", str(tmp_path),
+               "--batch-size", "128", "--device", "cpu", "--log-every", "1", "--runs-dir", str(tmp_path), "--threads", "1",
                "--run-name", "tiny")
     assert out.returncode == 0, out.stderr
     assert "training on 2 tasks, 1,024 frames, 4 envs, device cpu" in out.stdout
