@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import ROOT
 
@@ -23,7 +24,12 @@ def test_tiny_training_run_reports_progress_and_evaluates(tmp_path):
     assert "training on 2 tasks, 1,024 frames, 4 envs, device cpu" in out.stdout
     assert "success: Empty-5x5" in out.stdout and "GoToDoor-5x5" in out.stdout
     run = tmp_path / "tiny"
-    assert (run / "checkpoints" / "final.pt").is_file()
+    saved = torch.load(run / "checkpoints" / "final.pt", weights_only=True)
+    assert saved["frames"] == 1024
+    weights = saved["ppo"]["weighter"]["_extra_state"]["weights"]  # the loss weights in force
+    required = {"ppo/Empty-5x5", "ppo/GoToDoor-5x5", "aux/recognition"}  # aux/reward once a reward was seen
+    assert required <= set(weights) <= required | {"aux/reward"}, weights
+    assert {"optimizer", "weighter", "generator", "reward_store"} <= set(saved["ppo"])
     assert "tasks: Empty-5x5,GoToDoor-5x5" in (run / "config.yaml").read_text()
     ev = subprocess.run([sys.executable, "evaluate.py", str(run), "--tasks", "Empty-5x5,GoToObject-6x6-N2", "--episodes", "4"],
                         cwd=ROOT, capture_output=True, text=True, timeout=300)

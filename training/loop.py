@@ -179,9 +179,11 @@ class Trainer:
         return {family: float(np.mean(rates)) for family, rates in by_family.items()}
 
     def save(self) -> Path:
-        """Write the agent to ``runs/<run>/checkpoints/final.pt`` (atomically)."""
+        """Write the agent, optimizer and loss weights to ``runs/<run>/checkpoints/final.pt`` (atomically)."""
         path = self.run_dir / CHECKPOINT_DIR / FINAL
-        atomic_save(agent_payload(self.model, frames=self.frames, updates=self.updates), path)
+        atomic_save(
+            agent_payload(self.model, frames=self.frames, updates=self.updates, ppo=self.ppo.state_dict()), path
+        )
         return path
 
     def run(self) -> EpisodeStats:
