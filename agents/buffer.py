@@ -214,15 +214,15 @@ class RewardStore:
     2016, "skewed sampling").
 
     Args:
-        observation_space: the common observation space.
+        image_shape: shape of one observation image.
+        mission_length: tokens per mission.
         capacity: windows kept per side (rewarding, zero); oldest go first.
         seed: seed of the sampling generator.
     """
 
-    def __init__(self, observation_space, capacity: int = 1024, *, seed: int = 0) -> None:
+    def __init__(self, image_shape: tuple[int, ...], mission_length: int, *, capacity: int = 1024, seed: int = 0) -> None:
         self.capacity = capacity
-        image = observation_space["image"].shape
-        length = observation_space["mission"].shape[0]
+        image, length = tuple(image_shape), mission_length
         self.rng = np.random.default_rng(seed)
         self.sides = {}
         for side in ("rewarding", "zero"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -141,10 +141,11 @@ class MultiTaskPPO:
             groups.append({"params": weighter_params, "lr": self.weighter.lr or config.learning_rate})
         self.optimizer = torch.optim.Adam(groups, lr=config.learning_rate, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
-        self.reward_store = RewardStore(
-            {"image": _Shape(model.space_info["image_shape"]), "mission": _Shape((model.space_info["mission_length"],))},
-            seed=seed,
-        ) if "reward" in self.aux else None
+        self.reward_store = (
+            RewardStore(model.space_info["image_shape"], model.space_info["mission_length"], seed=seed)
+            if "reward" in self.aux
+            else None
+        )
 
     def set_learning_rate(self, lr: float) -> None:
         self.optimizer.param_groups[0]["lr"] = lr
@@ -238,9 +239,3 @@ class MultiTaskPPO:
         if self.reward_store is not None and "reward_store" in state:
             self.reward_store.load_state_dict(state["reward_store"])
 
-
-@dataclass
-class _Shape:
-    """A stand-in for a space where only ``.shape`` is read."""
-
-    shape: tuple[int, ...] = field(default_factory=tuple)

@@ -150,7 +150,7 @@ def test_reward_store_keeps_windows_inside_episodes_and_samples_half_rewarding()
     space, buf = _filled_buffer(rewards)
     buf.episode_start[0] = True
     buf.episode_start[6, 0] = True  # slot 0's next episode starts after the reward
-    store = RewardStore(space, capacity=64, seed=0)
+    store = RewardStore(space["image"].shape, space["mission"].shape[0], capacity=64, seed=0)
     store.add_rollout(buf)
     assert store.num_rewarding() == 1
     # windows crossing slot 0's episode start at step 6 (t = 6, 7) are excluded
