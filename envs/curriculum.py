@@ -1,0 +1,192 @@
+"""Curricula: which tasks the environment slots run, as success rates climb.
+
+Registry :data:`CURRICULA`:
+
+* ``none``: every listed task, uniformly, from the start.
+* ``threshold``: tasks open level by level. Level ``L`` opens once every task
+  of the lower levels has a moving success rate (last ``window`` episodes, a
+  full window) of at least ``threshold``. Mastered tasks stay in the mix at
+  ``mastered_weight`` times the weight of the others, so they are not
+  forgotten.
+* ``learning-progress``: Teacher-Student curriculum (Matiisen et al. 2017):
+  every task is open; each is sampled in proportion to the absolute slope of
+  its success rate (a fast minus a slow moving average), mixed with a uniform
+  exploration floor ``epsilon``.
+
+A curriculum sees episode outcomes (:meth:`Curriculum.record`) and answers
+with sampling probabilities over tasks (:meth:`Curriculum.probs`), which the
+trainer hands to :meth:`envs.vector.MultiTaskVectorEnv.set_task_probs`. Its
+whole state round-trips through ``state_dict``/``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from envs.tasks import TaskSpec, get_task
+
+
+class Curriculum:
+    """Base: outcome windows per task and the task list, ordered by level.
+
+    Args:
+        tasks: task names (registered).
+        window: episodes in each task's moving success rate.
+    """
+
+    def __init__(self, tasks: Sequence[str], *, window: int = 100) -> None:
+        if not tasks:
+            raise ValueError("a curriculum needs at least one task.")
+        if not isinstance(window, int) or window < 1:
+            raise ValueError(f"window={window!r} must be a positive integer.")
+        self.specs: list[TaskSpec] = [get_task(name) for name in tasks]
+        self.names = [spec.name for spec in self.specs]
+        self.window = window
+        self.outcomes: dict[str, deque] = {name: deque(maxlen=window) for name in self.names}
+
+    def record(self, task: str, success: bool) -> None:
+        """One finished episode of ``task``; tasks outside the curriculum are ignored."""
+        if task in self.outcomes:
+            self.outcomes[task].append(1.0 if success else 0.0)
+            self._after_record(task)
+
+    def _after_record(self, task: str) -> None:
+        """Hook for strategies that track more than the windows."""
+
+    def success_rate(self, task: str) -> float | None:
+        window = self.outcomes[task]
+        return sum(window) / len(window) if window else None
+
+    def unlocked(self) -> list[str]:
+        """Tasks that may be sampled now."""
+        return list(self.names)
+
+    def probs(self) -> dict[str, float]:
+        """Sampling probability of each unlocked task (sums to 1)."""
+        open_ = self.unlocked()
+        return {name: 1.0 / len(open_) for name in open_}
+
+    def level(self) -> int:
+        """Highest level among unlocked tasks."""
+        unlocked = set(self.unlocked())
+        return max(spec.level for spec in self.specs if spec.name in unlocked)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"outcomes": {name: list(window) for name, window in self.outcomes.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state["outcomes"]
+        if set(saved) != set(self.outcomes):
+            raise ValueError(
+                f"the saved curriculum has tasks {sorted(saved)}, this one {sorted(self.outcomes)}: they must match."
+            )
+        for name, values in saved.items():
+            self.outcomes[name] = deque(values, maxlen=self.window)
+
+
+class NoCurriculum(Curriculum):
+    """Every task, uniformly, from the start."""
+
+
+class ThresholdCurriculum(Curriculum):
+    """Open level by level as the lower levels pass a success threshold.
+
+    Args:
+        threshold: moving success rate a task needs to count as mastered.
+        mastered_weight: sampling weight of mastered tasks relative to the others.
+    """
+
+    def __init__(self, tasks: Sequence[str], *, window: int = 100, threshold: float = 0.8, mastered_weight: float = 0.25) -> None:
+        super().__init__(tasks, window=window)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold={threshold!r} must be a probability in [0, 1].")
+        if not 0.0 <= mastered_weight <= 1.0:
+            raise ValueError(f"mastered_weight={mastered_weight!r} must be in [0, 1].")
+        self.threshold = threshold
+        self.mastered_weight = mastered_weight
+        self.levels = sorted({spec.level for spec in self.specs})
+
+    def mastered(self, task: str) -> bool:
+        window = self.outcomes[task]
+        return len(window) == self.window and sum(window) / self.window >= self.threshold
+
+    def unlocked(self) -> list[str]:
+        open_levels = [self.levels[0]]
+        for lower, upper in zip(self.levels, self.levels[1:]):
+            below = [s.name for s in self.specs if s.level <= lower]
+            if not all(self.mastered(name) for name in below):
+                break
+            open_levels.append(upper)
+        top = open_levels[-1]
+        return [spec.name for spec in self.specs if spec.level <= top]
+
+    def probs(self) -> dict[str, float]:
+        open_ = self.unlocked()
+        weights = {name: (self.mastered_weight if self.mastered(name) else 1.0) for name in open_}
+        if sum(weights.values()) == 0:  # everything mastered and weight 0: keep practising uniformly
+            weights = {name: 1.0 for name in open_}
+        total = sum(weights.values())
+        return {name: w / total for name, w in weights.items()}
+
+
+class LearningProgressCurriculum(Curriculum):
+    """Sample tasks by the absolute slope of their success rate (Matiisen et al. 2017).
+
+    The slope is estimated per task as the gap between a fast and a slow
+    exponential moving average of its outcomes.
+
+    Args:
+        epsilon: share of uniform exploration.
+        fast, slow: smoothing factors of the two moving averages.
+    """
+
+    def __init__(self, tasks: Sequence[str], *, window: int = 100, epsilon: float = 0.1, fast: float = 0.1, slow: float = 0.01) -> None:
+        super().__init__(tasks, window=window)
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon={epsilon!r} must be a probability in [0, 1].")
+        if not 0.0 < slow < fast <= 1.0:
+            raise ValueError(f"need 0 < slow < fast <= 1; got slow={slow!r}, fast={fast!r}.")
+        self.epsilon, self.fast, self.slow = epsilon, fast, slow
+        self.ema_fast = {name: None for name in self.names}
+        self.ema_slow = {name: None for name in self.names}
+
+    def _after_record(self, task: str) -> None:
+        x = self.outcomes[task][-1]
+        for ema, rate in ((self.ema_fast, self.fast), (self.ema_slow, self.slow)):
+            ema[task] = x if ema[task] is None else (1 - rate) * ema[task] + rate * x
+
+    def progress(self, task: str) -> float:
+        if self.ema_fast[task] is None:
+            return 0.0
+        return abs(self.ema_fast[task] - self.ema_slow[task])
+
+    def probs(self) -> dict[str, float]:
+        k = len(self.names)
+        lp = {name: self.progress(name) for name in self.names}
+        total = sum(lp.values())
+        if total <= 0:
+            return {name: 1.0 / k for name in self.names}
+        return {name: (1 - self.epsilon) * lp[name] / total + self.epsilon / k for name in self.names}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "ema_fast": dict(self.ema_fast), "ema_slow": dict(self.ema_slow)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.ema_fast, self.ema_slow = dict(state["ema_fast"]), dict(state["ema_slow"])
+
+
+CURRICULA: dict[str, type[Curriculum]] = {
+    "none": NoCurriculum,
+    "threshold": ThresholdCurriculum,
+    "learning-progress": LearningProgressCurriculum,
+}
+
+
+def make_curriculum(name: str, tasks: Sequence[str], **kwargs: Any) -> Curriculum:
+    """Build curriculum ``name`` over ``tasks``; an unknown name lists the known ones."""
+    if name not in CURRICULA:
+        raise ValueError(f"curriculum={name!r} is unknown; known: {', '.join(CURRICULA)}.")
+    return CURRICULA[name](tasks, **kwargs)

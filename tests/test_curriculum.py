@@ -1,0 +1,74 @@
+"""Curricula: unlocking by level, mastered tasks kept at a lower weight, learning progress, state."""
+
+import pytest
+
+from envs.curriculum import CURRICULA, LearningProgressCurriculum, ThresholdCurriculum, make_curriculum
+
+# levels: Empty-5x5 1, LavaGapS5 1, DoorKey-5x5 2, DoorKey-8x8 3
+TASKS = ["Empty-5x5", "LavaGapS5", "DoorKey-5x5", "DoorKey-8x8"]
+
+
+def _feed(cur, task, successes, failures):
+    for _ in range(successes):
+        cur.record(task, True)
+    for _ in range(failures):
+        cur.record(task, False)
+
+
+def test_threshold_opens_level_by_level():
+    cur = ThresholdCurriculum(TASKS, window=10, threshold=0.8, mastered_weight=0.25)
+    assert cur.unlocked() == ["Empty-5x5", "LavaGapS5"] and cur.level() == 1
+    _feed(cur, "Empty-5x5", 10, 0)
+    _feed(cur, "LavaGapS5", 7, 3)  # 0.7 < 0.8: level 2 stays shut
+    assert cur.unlocked() == ["Empty-5x5", "LavaGapS5"]
+    _feed(cur, "LavaGapS5", 3, 0)  # the window slides: the last 10 are 4 ok, 3 failed, 3 ok
+    assert cur.success_rate("LavaGapS5") == pytest.approx(0.7)
+    assert cur.unlocked() == ["Empty-5x5", "LavaGapS5"]
+    _feed(cur, "LavaGapS5", 7, 0)  # the failures slide out
+    assert cur.success_rate("LavaGapS5") == pytest.approx(1.0)
+    assert cur.unlocked() == ["Empty-5x5", "LavaGapS5", "DoorKey-5x5"] and cur.level() == 2
+    probs = cur.probs()
+    # two mastered at 0.25, one new at 1: 0.25 / 1.5 each, 1 / 1.5
+    assert probs == pytest.approx({"Empty-5x5": 1 / 6, "LavaGapS5": 1 / 6, "DoorKey-5x5": 2 / 3})
+    _feed(cur, "DoorKey-5x5", 10, 0)
+    assert cur.unlocked() == TASKS and cur.level() == 3
+
+
+def test_threshold_needs_a_full_window():
+    cur = ThresholdCurriculum(TASKS, window=10, threshold=0.8)
+    _feed(cur, "Empty-5x5", 5, 0)
+    _feed(cur, "LavaGapS5", 5, 0)  # perfect, but only 5 episodes
+    assert cur.unlocked() == ["Empty-5x5", "LavaGapS5"]
+
+
+def test_learning_progress_prefers_the_task_that_is_changing():
+    cur = LearningProgressCurriculum(["Empty-5x5", "DoorKey-5x5", "LavaGapS5"], epsilon=0.1)
+    assert cur.probs() == pytest.approx({"Empty-5x5": 1 / 3, "DoorKey-5x5": 1 / 3, "LavaGapS5": 1 / 3})
+    _feed(cur, "Empty-5x5", 0, 50)
+    _feed(cur, "Empty-5x5", 50, 0)  # climbing fast
+    _feed(cur, "DoorKey-5x5", 0, 100)  # flat at 0
+    probs = cur.probs()
+    assert probs["Empty-5x5"] > 0.8
+    assert probs["DoorKey-5x5"] == pytest.approx(0.1 / 3)  # only the exploration floor
+    assert sum(probs.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", list(CURRICULA))
+def test_state_round_trips(name):
+    a = make_curriculum(name, TASKS, window=10)
+    _feed(a, "Empty-5x5", 10, 0)
+    _feed(a, "LavaGapS5", 9, 1)
+    b = make_curriculum(name, TASKS, window=10)
+    b.load_state_dict(a.state_dict())
+    assert b.probs() == a.probs() and b.unlocked() == a.unlocked()
+    with pytest.raises(ValueError, match="must match"):
+        make_curriculum(name, TASKS[:2], window=10).load_state_dict(a.state_dict())
+
+
+def test_bad_curriculum_arguments():
+    with pytest.raises(ValueError, match="curriculum='easy' is unknown; known: none, threshold, learning-progress"):
+        make_curriculum("easy", TASKS)
+    with pytest.raises(ValueError, match="threshold=1.5"):
+        ThresholdCurriculum(TASKS, threshold=1.5)
+    with pytest.raises(ValueError, match="unknown task 'Nope'"):
+        make_curriculum("none", ["Nope"])
