@@ -20,3 +20,22 @@ def test_empty_5x5_reaches_90_percent_success(tmp_path):
     assert sum(success) / len(success) >= 0.9, f"rolling success {sum(success) / len(success):.2f}"
     # and it got there by learning: the first episodes were far from it
     assert trainer.stats.episodes["Empty-5x5"] > 300
+
+
+def test_threshold_curriculum_opens_the_next_level_during_training(tmp_path):
+    # Empty-5x5 (level 1) is learnt within the budget; DoorKey-5x5 (level 2) waits for it.
+    config = RunConfig(tasks="Empty-5x5,DoorKey-5x5", frames=40_960, seed=1, num_envs=16, runs_dir=str(tmp_path),
+                       threads=1, curriculum="threshold", curriculum_window=50, curriculum_threshold=0.8)
+    trainer = Trainer(config, progress=False)
+    opened_at = None
+    while trainer.frames < config.frames:
+        before = trainer.curriculum.unlocked()
+        trainer.collect()
+        trainer.update()
+        if opened_at is None and "DoorKey-5x5" in trainer.curriculum.unlocked():
+            assert before == ["Empty-5x5"]
+            assert trainer.stats.episodes["DoorKey-5x5"] == 0  # nothing ran before it opened
+            opened_at = trainer.frames
+    trainer.env.close()
+    assert opened_at is not None, "level 2 never opened"
+    assert trainer.stats.episodes["DoorKey-5x5"] > 0  # and then the slots ran it

@@ -17,6 +17,7 @@ import yaml
 
 from agents.model import AgentConfig
 from agents.ppo import PPOConfig
+from envs.curriculum import CURRICULA, Curriculum, make_curriculum
 from envs.tasks import TASKS, get_task, list_tasks
 
 DEFAULT_TASKS = ",".join(spec.name for spec in list_tasks(split="train"))
@@ -27,7 +28,7 @@ class RunConfig:
     """One training run."""
 
     tasks: str = DEFAULT_TASKS
-    """Comma-separated task names to train on, sampled uniformly (python train.py --list-tasks)."""
+    """Comma-separated task names to train on (python train.py --list-tasks)."""
     frames: int = 5_000_000
     """Total environment frames to train for (all slots together)."""
     num_envs: int = 16
@@ -40,6 +41,16 @@ class RunConfig:
     """Observation: MiniGrid's 7x7 symbolic view or the rendered 56x56 egocentric view."""
     vectorization: Literal["sync", "async"] = "sync"
     """Step slots in this process (sync) or one worker process per slot (async)."""
+    curriculum: Literal["none", "threshold", "learning-progress"] = "none"
+    """Which tasks the slots run: all uniformly, unlocked level by level, or by learning progress."""
+    curriculum_window: int = 100
+    """Episodes in each task's moving success rate (curriculum and console)."""
+    curriculum_threshold: float = 0.8
+    """threshold curriculum: success rate that opens the next level."""
+    mastered_weight: float = 0.25
+    """threshold curriculum: sampling weight of mastered tasks relative to the others."""
+    lp_epsilon: float = 0.1
+    """learning-progress curriculum: share of uniform exploration."""
     threads: int = 0
     """CPU threads for torch; 0 = auto: torch's default with sync, 1 with async (the workers need the cores)."""
     run_name: str = ""
@@ -63,7 +74,13 @@ class RunConfig:
             get_task(name)
         if not isinstance(self.threads, int) or self.threads < 0:
             raise ValueError(f"threads={self.threads!r} must be an integer >= 0 (0 = auto).")
-        for name in ("frames", "num_envs", "log_every"):
+        for name in ("curriculum_threshold", "mastered_weight", "lp_epsilon"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value!r} must be a probability in [0, 1].")
+        if self.curriculum not in CURRICULA:
+            raise ValueError(f"curriculum={self.curriculum!r} is unknown; known: {', '.join(CURRICULA)}.")
+        for name in ("frames", "num_envs", "log_every", "curriculum_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
@@ -77,6 +94,14 @@ class RunConfig:
             raise ValueError(f"run_name={self.run_name!r} must be a plain folder name (no '/').")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but no CUDA device is available here; use --device cpu or auto.")
+
+    def make_curriculum(self) -> Curriculum:
+        kwargs: dict = {"window": self.curriculum_window}
+        if self.curriculum == "threshold":
+            kwargs.update(threshold=self.curriculum_threshold, mastered_weight=self.mastered_weight)
+        elif self.curriculum == "learning-progress":
+            kwargs.update(epsilon=self.lp_epsilon)
+        return make_curriculum(self.curriculum, self.task_list, **kwargs)
 
     def run_dir(self) -> Path:
         """``runs_dir/run_name``, naming the run on first use if no name was given."""

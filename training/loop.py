@@ -27,7 +27,7 @@ from envs.tasks import TASKS
 from envs.vector import MultiTaskVectorEnv
 from training.config import TASK_NAMES, RunConfig
 
-SUCCESS_WINDOW = 100
+SUCCESS_WINDOW = 100  # console and benchmark windows; the curriculum has its own (curriculum_window)
 
 
 @dataclass
@@ -73,7 +73,9 @@ class Trainer:
         self.env = MultiTaskVectorEnv(
             config.task_list, config.num_envs, obs=config.obs, vectorization=config.vectorization
         )
-        self.env.set_task_probs({name: 1.0 for name in config.task_list})
+        self.curriculum = config.make_curriculum()
+        self._applied_probs = self.curriculum.probs()
+        self.env.set_task_probs(self._applied_probs)
         self.model = MultiTaskActorCritic(self.env.single_observation_space, config.agent).to(self.device)
         self.ppo = MultiTaskPPO(self.model, config.ppo, task_names=TASK_NAMES, seed=config.seed)
         memory = config.agent.hidden_size if config.agent.memory == "lstm" else 0
@@ -148,6 +150,7 @@ class Trainer:
         for i in np.flatnonzero(done):
             success = bool(info["final_info"]["success"][i])
             self.stats.add(TASK_NAMES[tasks[i]], success, float(self._ep_return[i]), int(self._ep_length[i]))
+            self.curriculum.record(TASK_NAMES[tasks[i]], success)
         self._ep_return[done] = 0.0
         self._ep_length[done] = 0
 
@@ -160,7 +163,15 @@ class Trainer:
         self.model.train()
         stats = self.ppo.update(self.buffer)
         self.updates += 1
+        self.apply_curriculum()
         return stats
+
+    def apply_curriculum(self) -> None:
+        """Tell the slots the curriculum's current task probabilities (from their next episode on)."""
+        probs = self.curriculum.probs()
+        if probs != self._applied_probs:
+            self.env.set_task_probs(probs)
+            self._applied_probs = probs
 
     # ------------------------------------------------------------- reporting
     def success_line(self) -> str:
@@ -198,7 +209,11 @@ class Trainer:
                 fps = self.frames / (time.perf_counter() - start)
                 bar.set_postfix({"fps": f"{fps:,.0f}", **{k: f"{v:.2f}" for k, v in self.family_success().items()}})
                 if self.progress and self.updates % self.config.log_every == 0:
-                    bar.write(f"[{self.frames:,} frames] {self.success_line()}")
+                    unlocked = len(self.curriculum.unlocked())
+                    bar.write(
+                        f"[{self.frames:,} frames] level {self.curriculum.level()}, {unlocked} tasks open; "
+                        f"{self.success_line()}"
+                    )
         finally:
             bar.close()
             self.env.close()
