@@ -53,6 +53,10 @@ class RunConfig:
     """learning-progress curriculum: share of uniform exploration."""
     threads: int = 0
     """CPU threads for torch; 0 = auto: torch's default with sync, 1 with async (the workers need the cores)."""
+    video_every: int = 50
+    """Record one rollout video per task family every this many updates (0: never)."""
+    video_max_steps: int = 200
+    """Longest rollout video, in steps."""
     run_name: str = ""
     """Output folder runs/<run_name>; default: <tasks>-s<seed>-<date-time>."""
     runs_dir: str = "runs"
@@ -80,7 +84,11 @@ class RunConfig:
                 raise ValueError(f"{name}={value!r} must be a probability in [0, 1].")
         if self.curriculum not in CURRICULA:
             raise ValueError(f"curriculum={self.curriculum!r} is unknown; known: {', '.join(CURRICULA)}.")
-        for name in ("frames", "num_envs", "log_every", "curriculum_window"):
+        for name in ("video_every",):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}={value!r} must be an integer >= 0 (0 = never).")
+        for name in ("frames", "num_envs", "log_every", "curriculum_window", "video_max_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
@@ -110,6 +118,13 @@ class RunConfig:
             label = tasks[0] if len(tasks) == 1 else f"{len(tasks)}tasks"
             self.run_name = f"{label}-s{self.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         return Path(self.runs_dir) / self.run_name
+
+    def flat(self) -> dict[str, object]:
+        """Every field as ``name: value``, nested configs flattened (their fields are unique)."""
+        out: dict[str, object] = {}
+        for key, value in asdict(self).items():
+            out.update(value if isinstance(value, dict) else {key: value})
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(asdict(self), sort_keys=False)

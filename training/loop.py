@@ -23,9 +23,10 @@ from agents.buffer import RolloutBuffer
 from agents.model import MultiTaskActorCritic, ObsBatch
 from agents.persist import CHECKPOINT_DIR, FINAL, agent_payload, atomic_save
 from agents.ppo import MultiTaskPPO
-from envs.tasks import TASKS
+from envs.tasks import TASKS, make
 from envs.vector import MultiTaskVectorEnv
 from training.config import TASK_NAMES, RunConfig
+from training.logger import Logger, hparams_markdown
 
 SUCCESS_WINDOW = 100  # console and benchmark windows; the curriculum has its own (curriculum_window)
 
@@ -87,6 +88,9 @@ class Trainer:
         self.run_dir = config.run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(config.to_yaml())
+        self.logger = Logger(self.run_dir)
+        self.logger.text("hparams", hparams_markdown(config.flat()))
+        self._video_envs: dict[str, object] = {}
         self.frames = 0
         self.updates = 0
         n = config.num_envs
@@ -197,6 +201,54 @@ class Trainer:
         )
         return path
 
+    def log(self, ppo_stats: dict[str, float], fps: float) -> None:
+        """Write this update's curves to TensorBoard (x-axis: frames)."""
+        values: dict[str, float] = dict(ppo_stats)
+        for name in self.config.task_list:
+            if self.stats.success.get(name):
+                values[f"tasks/{name}/success"] = self.stats.success_rate(name)
+                values[f"tasks/{name}/return"] = float(np.mean(self.stats.returns[name]))
+                values[f"tasks/{name}/episode_length"] = float(np.mean(self.stats.lengths[name]))
+        by_family: dict[str, list[float]] = defaultdict(list)
+        for name in self.config.task_list:
+            rate = self.stats.success_rate(name)
+            if rate is not None:
+                by_family[TASKS[name].family].append(rate)
+        values.update({f"families/{family}/success": float(np.mean(r)) for family, r in by_family.items()})
+        values["curriculum/level"] = self.curriculum.level()
+        values["curriculum/unlocked"] = len(self.curriculum.unlocked())
+        for name, p in self.curriculum.probs().items():
+            values[f"curriculum/prob/{name}"] = p
+        values["charts/fps"] = fps
+        values["charts/learning_rate"] = self.ppo.optimizer.param_groups[0]["lr"]
+        values["charts/updates"] = self.updates
+        self.logger.scalars(values, self.frames)
+
+    def record_videos(self) -> None:
+        """One episode per task family, played by the current policy, as GIFs in TensorBoard."""
+        unlocked = self.curriculum.unlocked()
+        for family in ("navigation", "recognition"):
+            tasks = [name for name in unlocked if TASKS[name].family == family]
+            if not tasks:
+                continue
+            task = tasks[(self.updates // max(1, self.config.video_every)) % len(tasks)]  # take turns
+            env = self._video_envs.get(task)
+            if env is None:
+                env = self._video_envs[task] = make(task, obs=self.config.obs, render_mode="rgb_array")
+            obs, _ = env.reset(seed=self.config.seed + self.updates)
+            frames, state = [env.render()], self.model.initial_state(1)
+            start = torch.ones(1, dtype=torch.bool, device=self.device)
+            for _ in range(self.config.video_max_steps):
+                batch = ObsBatch.from_numpy({k: np.asarray(v)[None] for k, v in obs.items()}, self.device)
+                out = self.model.act(batch, state, start)
+                obs, _, terminated, truncated, _ = env.step(int(out.action[0]))
+                frames.append(env.render())
+                state, start = out.state, torch.zeros(1, dtype=torch.bool, device=self.device)
+                if terminated or truncated:
+                    break
+            self.logger.gif(f"videos/{family}", frames, self.frames)
+            self.logger.text(f"videos/{family}_task", task, self.frames)
+
     def run(self) -> EpisodeStats:
         """Train until ``config.frames``, then save the agent; returns the episode statistics."""
         bar = tqdm(total=self.config.frames, unit="frames", disable=not self.progress, file=sys.stdout, dynamic_ncols=True)
@@ -204,9 +256,12 @@ class Trainer:
         try:
             while self.frames < self.config.frames:
                 self.collect()
-                self.update()
+                ppo_stats = self.update()
                 bar.update(self.config.ppo.num_steps * self.config.num_envs)
                 fps = self.frames / (time.perf_counter() - start)
+                self.log(ppo_stats, fps)
+                if self.config.video_every and self.updates % self.config.video_every == 0:
+                    self.record_videos()
                 bar.set_postfix({"fps": f"{fps:,.0f}", **{k: f"{v:.2f}" for k, v in self.family_success().items()}})
                 if self.progress and self.updates % self.config.log_every == 0:
                     unlocked = len(self.curriculum.unlocked())
@@ -217,6 +272,7 @@ class Trainer:
         finally:
             bar.close()
             self.env.close()
+            self.logger.close()
         if self.progress:
             print(f"saved {self.save()}")
         else:

@@ -1,0 +1,81 @@
+"""TensorBoard output: curves per task against frames, and rollout GIFs a real TensorBoard serves."""
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from training.config import RunConfig
+from training.loop import Trainer
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    config = RunConfig(tasks="Empty-5x5,GoToDoor-5x5", frames=1024, num_envs=4, seed=0, runs_dir=str(root),
+                       run_name="tb", threads=1, video_every=1, video_max_steps=30)
+    config.ppo.num_steps, config.ppo.batch_size = 64, 128
+    Trainer(config, progress=False).run()
+    return root / "tb"
+
+
+def test_scalars_per_task_on_a_frames_axis(run_dir):
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ["tasks/Empty-5x5/success", "tasks/Empty-5x5/return", "tasks/Empty-5x5/episode_length",
+                "families/navigation/success", "losses/policy/Empty-5x5", "losses/value/GoToDoor-5x5",
+                "losses/recognition/target", "weights/ppo/Empty-5x5", "aux/recognition_object_accuracy",
+                "curriculum/unlocked", "curriculum/prob/GoToDoor-5x5", "charts/fps", "charts/learning_rate"]:
+        assert tag in tags, tag
+    steps = [e.step for e in events.Scalars("charts/fps")]
+    assert steps == [256, 512, 768, 1024]  # x-axis = env frames after each update
+    assert "hparams/text_summary" in events.Tags()["tensors"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read(), response.headers.get("Content-Type")
+
+
+def test_rollout_videos_are_animated_gifs_served_by_tensorboard(run_dir):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir.parent), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/data/plugin/images"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                tags = json.loads(_get(f"{base}/tags")[0])
+                if tags.get("tb"):
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "TensorBoard did not come up within 60 s"
+            time.sleep(0.5)
+        assert set(tags["tb"]) == {"videos/navigation", "videos/recognition"}
+        samples = json.loads(_get(f"{base}/images?tag=videos%2Fnavigation&run=tb")[0])
+        assert [s["step"] for s in samples] == [256, 512, 768, 1024]
+        blob, content_type = _get(f"{base}/individualImage?{samples[-1]['query']}")
+        assert content_type == "image/gif" and blob.startswith(b"GIF89a")
+        gif = Image.open(io.BytesIO(blob))
+        assert gif.n_frames > 1 and gif.size == (160, 160)  # Empty-5x5 rendered at 32 px a cell
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
