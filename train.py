@@ -2,6 +2,7 @@
 
     python train.py                                   # every train-split task
     python train.py --tasks DoorKey-5x5,GoToObject-6x6-N2 --frames 200000
+    python train.py --resume runs/<run> [--frames N]  # continue a run where its last checkpoint left it
     python train.py --list-tasks                      # the task table
     python train.py --help                            # every option
 """
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import tyro  # noqa: E402
 
 from envs.tasks import format_task_table  # noqa: E402
+from training import checkpoint  # noqa: E402
 from training.config import RunConfig  # noqa: E402
 
 
@@ -24,7 +27,26 @@ def main(argv: list[str] | None = None) -> int:
     if "--list-tasks" in argv:
         print(format_task_table())
         return 0
-    config = tyro.cli(tyro.conf.OmitArgPrefixes[RunConfig], args=argv, description=__doc__)
+    resume = None
+    default = RunConfig()
+    try:
+        if "--resume" in argv:
+            at = argv.index("--resume")
+            if at + 1 >= len(argv):
+                raise ValueError("--resume needs a run folder: --resume runs/<run>.")
+            run = Path(argv[at + 1])
+            argv = argv[:at] + argv[at + 2 :]
+            if not (run / "config.yaml").is_file():
+                raise ValueError(f"{str(run)!r} is not a run folder: it has no config.yaml.")
+            resume = checkpoint.latest_checkpoint(run)
+            if resume is None:
+                raise ValueError(f"{str(run)!r} has no checkpoint to resume from (checkpoints/ is empty).")
+            default = RunConfig.from_yaml((run / "config.yaml").read_text())
+            default.run_name, default.runs_dir = run.name, str(run.parent)
+    except ValueError as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
+    config = tyro.cli(tyro.conf.OmitArgPrefixes[RunConfig], args=argv, default=default, description=__doc__)
     try:
         config.validate()
     except ValueError as err:
@@ -33,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.loop import Trainer
 
     device = config.resolved_device()
-    print(f"training on {len(config.task_list)} tasks, {config.frames:,} frames, {config.num_envs} envs, device {device}")
-    Trainer(config).run()
+    verb = f"resuming {resume}:" if resume else "training on"
+    print(f"{verb} {len(config.task_list)} tasks, {config.frames:,} frames, {config.num_envs} envs, device {device}")
+    Trainer(config, resume=resume).run()
     return 0
 
 

@@ -43,12 +43,16 @@ def agent_payload(model: MultiTaskActorCritic, **extra: Any) -> dict[str, Any]:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or the final checkpoint of a run folder."""
+    """A checkpoint file, or a run folder's final (else newest) checkpoint."""
     path = Path(path)
     if path.is_dir():
-        candidate = path / CHECKPOINT_DIR / FINAL
-        if not candidate.is_file():
-            raise ValueError(f"{str(path)!r} is not a run folder with a checkpoint: {candidate} does not exist.")
+        folder = path / CHECKPOINT_DIR
+        candidate = folder / FINAL
+        if not candidate.is_file():  # an unfinished run: its newest periodic checkpoint
+            periodic = sorted(folder.glob("ckpt-*.pt"))
+            if not periodic:
+                raise ValueError(f"{str(path)!r} is not a run folder with a checkpoint: {folder} holds none.")
+            candidate = periodic[-1]
         return candidate
     if not path.is_file():
         raise ValueError(f"{str(path)!r} does not exist; give a run folder (runs/<name>) or a checkpoint file.")

@@ -57,6 +57,10 @@ class RunConfig:
     """Record one rollout video per task family every this many updates (0: never)."""
     video_max_steps: int = 200
     """Longest rollout video, in steps."""
+    checkpoint_every: int = 50
+    """Write a checkpoint every this many updates (0: only at the end)."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept (oldest deleted first); final.pt is always kept."""
     run_name: str = ""
     """Output folder runs/<run_name>; default: <tasks>-s<seed>-<date-time>."""
     runs_dir: str = "runs"
@@ -84,11 +88,11 @@ class RunConfig:
                 raise ValueError(f"{name}={value!r} must be a probability in [0, 1].")
         if self.curriculum not in CURRICULA:
             raise ValueError(f"curriculum={self.curriculum!r} is unknown; known: {', '.join(CURRICULA)}.")
-        for name in ("video_every",):
+        for name in ("video_every", "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name}={value!r} must be an integer >= 0 (0 = never).")
-        for name in ("frames", "num_envs", "log_every", "curriculum_window", "video_max_steps"):
+        for name in ("frames", "num_envs", "log_every", "curriculum_window", "video_max_steps", "keep_checkpoints"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
@@ -128,6 +132,18 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(asdict(self), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "RunConfig":
+        """The config saved by :meth:`to_yaml` (``yaml.safe_load``); unknown keys are an error."""
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError("the config file does not hold a mapping of fields.")
+        agent, ppo = data.pop("agent", {}) or {}, data.pop("ppo", {}) or {}
+        try:
+            return cls(**data, agent=AgentConfig(**agent), ppo=PPOConfig(**ppo))
+        except TypeError as err:
+            raise ValueError(f"the config file has a field this version does not know: {err}") from None
 
     def resolved_threads(self) -> int:
         """Torch CPU threads to use: oversubscribed cores make small-batch torch ops crawl."""

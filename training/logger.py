@@ -39,10 +39,13 @@ class Logger:
 
     Args:
         run_dir: the run folder (events go directly in it).
+        purge_step: on resume, one past the checkpoint's frame counter:
+            TensorBoard hides events at or after it (logged by the interrupted
+            run after its last checkpoint).
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
-        self.writer = SummaryWriter(log_dir=str(run_dir))
+    def __init__(self, run_dir: str | Path, *, purge_step: int | None = None) -> None:
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         for tag, value in values.items():

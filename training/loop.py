@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from agents.buffer import RolloutBuffer
 from agents.model import MultiTaskActorCritic, ObsBatch
-from agents.persist import CHECKPOINT_DIR, FINAL, agent_payload, atomic_save
 from agents.ppo import MultiTaskPPO
 from envs.tasks import TASKS, make
 from envs.vector import MultiTaskVectorEnv
+from training import checkpoint
 from training.config import TASK_NAMES, RunConfig
 from training.logger import Logger, hparams_markdown
 
@@ -65,7 +65,7 @@ class Trainer:
         progress: show a progress bar and per-task lines on the console.
     """
 
-    def __init__(self, config: RunConfig, *, progress: bool = True) -> None:
+    def __init__(self, config: RunConfig, *, progress: bool = True, resume: Path | None = None) -> None:
         config.validate()
         self.config = config
         self.device = config.resolved_device()
@@ -85,18 +85,25 @@ class Trainer:
         )
         self.stats = EpisodeStats()
         self.progress = progress
+        self.frames = 0
+        self.updates = 0
+        payload = checkpoint.load(resume) if resume is not None else None
+        if payload is not None:
+            self.load_state_dict(payload)
         self.run_dir = config.run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(config.to_yaml())
-        self.logger = Logger(self.run_dir)
-        self.logger.text("hparams", hparams_markdown(config.flat()))
+        # On resume, TensorBoard drops events logged after the checkpoint: no duplicated steps.
+        self.logger = Logger(self.run_dir, purge_step=self.frames + 1 if payload is not None else None)
+        if payload is None:
+            self.logger.text("hparams", hparams_markdown(config.flat()))
         self._video_envs: dict[str, object] = {}
-        self.frames = 0
-        self.updates = 0
         n = config.num_envs
         self._ep_return = np.zeros(n)
         self._ep_length = np.zeros(n, dtype=np.int64)
-        self._obs, info = self.env.reset(seed=config.seed)
+        # Episodes in flight at a checkpoint are not saved: a resumed run starts
+        # fresh ones, seeded from the frame counter so that resuming is repeatable.
+        self._obs, info = self.env.reset(seed=config.seed + self.frames)
         self._labels = (info["view_labels"], info["target_cell"])
         self._state = self.model.initial_state(n)
         self._episode_start = np.ones(n, dtype=bool)
@@ -193,13 +200,34 @@ class Trainer:
                 by_family[TASKS[name].family[:3]].append(rate)
         return {family: float(np.mean(rates)) for family, rates in by_family.items()}
 
-    def save(self) -> Path:
-        """Write the agent, optimizer and loss weights to ``runs/<run>/checkpoints/final.pt`` (atomically)."""
-        path = self.run_dir / CHECKPOINT_DIR / FINAL
-        atomic_save(
-            agent_payload(self.model, frames=self.frames, updates=self.updates, ppo=self.ppo.state_dict()), path
-        )
-        return path
+    def state_dict(self) -> dict:
+        """The learner's state (the agent itself is saved beside it by :mod:`training.checkpoint`)."""
+        return {
+            "config": self.config.to_yaml(),
+            "frames": self.frames,
+            "updates": self.updates,
+            "ppo": self.ppo.state_dict(),
+            "curriculum": self.curriculum.state_dict(),
+            "stats": {key: {k: list(v) for k, v in getattr(self.stats, key).items()} for key in ("success", "returns", "lengths")}
+            | {"episodes": dict(self.stats.episodes)},
+        }
+
+    def load_state_dict(self, payload: dict) -> None:
+        self.model.load_state_dict(payload["state_dict"])
+        self.ppo.load_state_dict(payload["ppo"])
+        self.curriculum.load_state_dict(payload["curriculum"])
+        for key in ("success", "returns", "lengths"):
+            for name, values in payload["stats"][key].items():
+                getattr(self.stats, key)[name].extend(values)
+        self.stats.episodes.update(payload["stats"]["episodes"])
+        self.frames, self.updates = payload["frames"], payload["updates"]
+        checkpoint.set_rng_state(payload["rng"])
+        self._applied_probs = self.curriculum.probs()
+        self.env.set_task_probs(self._applied_probs)
+
+    def save(self, *, final: bool = False) -> Path:
+        """Checkpoint the run atomically: periodic (``ckpt-<frames>.pt``) or ``final.pt``."""
+        return checkpoint.save(self.run_dir, self.state_dict(), self.model, final=final, keep=self.config.keep_checkpoints)
 
     def log(self, ppo_stats: dict[str, float], fps: float) -> None:
         """Write this update's curves to TensorBoard (x-axis: frames)."""
@@ -262,6 +290,8 @@ class Trainer:
                 self.log(ppo_stats, fps)
                 if self.config.video_every and self.updates % self.config.video_every == 0:
                     self.record_videos()
+                if self.config.checkpoint_every and self.updates % self.config.checkpoint_every == 0:
+                    self.save()
                 bar.set_postfix({"fps": f"{fps:,.0f}", **{k: f"{v:.2f}" for k, v in self.family_success().items()}})
                 if self.progress and self.updates % self.config.log_every == 0:
                     unlocked = len(self.curriculum.unlocked())
@@ -273,8 +303,7 @@ class Trainer:
             bar.close()
             self.env.close()
             self.logger.close()
+        path = self.save(final=True)
         if self.progress:
-            print(f"saved {self.save()}")
-        else:
-            self.save()
+            print(f"saved {path}")
         return self.stats

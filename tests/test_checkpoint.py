@@ -1,0 +1,77 @@
+"""Checkpoints: atomic periodic files, full learner state, resume without duplicated TensorBoard steps."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents import load
+from training import checkpoint
+from training.config import RunConfig
+from training.loop import Trainer
+from tests.conftest import ROOT
+
+
+def _config(root, **overrides):
+    config = RunConfig(tasks="Empty-5x5,GoToDoor-5x5", frames=2048, num_envs=4, seed=3, runs_dir=str(root),
+                       run_name="ck", threads=1, video_every=0, checkpoint_every=2, keep_checkpoints=2,
+                       curriculum="learning-progress")
+    config.ppo.num_steps, config.ppo.batch_size = 64, 128
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def test_periodic_checkpoints_keep_the_newest(tmp_path):
+    Trainer(_config(tmp_path), progress=False).run()  # 8 updates: checkpoints at 2, 4, 6, 8 + final
+    names = [p.name for p in checkpoint.list_checkpoints(tmp_path / "ck")]
+    assert names == ["ckpt-000000001536.pt", "ckpt-000000002048.pt"]
+    assert checkpoint.latest_checkpoint(tmp_path / "ck").name == "final.pt"
+    payload = checkpoint.load(tmp_path / "ck" / "checkpoints" / "final.pt")
+    assert payload["frames"] == 2048 and payload["updates"] == 8
+    assert {"optimizer", "weighter", "reward_store", "generator"} <= set(payload["ppo"])
+    assert set(payload["rng"]) == {"python", "numpy", "torch", "cuda"} and payload["vocab"][:2] == ["<pad>", "<unk>"]
+    assert RunConfig.from_yaml(payload["config"]).tasks == "Empty-5x5,GoToDoor-5x5"
+    assert len(payload["curriculum"]["outcomes"]["Empty-5x5"]) > 0
+
+
+def test_resume_restores_the_learner_and_continues_the_same_tensorboard_run(tmp_path):
+    first = Trainer(_config(tmp_path, frames=1024), progress=False)
+    first.run()  # 4 updates, then pretend it was stopped there
+    params = {k: v.clone() for k, v in first.model.state_dict().items()}
+    curriculum = first.curriculum.state_dict()
+
+    resumed = Trainer(_config(tmp_path, frames=2048), progress=False, resume=checkpoint.latest_checkpoint(tmp_path / "ck"))
+    assert resumed.frames == 1024 and resumed.updates == 4
+    assert all(torch.equal(v, params[k]) for k, v in resumed.model.state_dict().items())
+    assert resumed.curriculum.state_dict() == curriculum
+    assert resumed.ppo.optimizer.state_dict()["state"].keys() == first.ppo.optimizer.state_dict()["state"].keys()
+    resumed.run()
+    assert resumed.frames == 2048
+
+    events = EventAccumulator(str(tmp_path / "ck"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("charts/fps")]
+    assert steps == sorted(set(steps)) == list(range(256, 2049, 256))  # one point per update, none twice
+
+
+def test_resume_from_the_command_line_and_bad_run_folders(tmp_path):
+    Trainer(_config(tmp_path, frames=512), progress=False).run()
+    out = subprocess.run([sys.executable, "train.py", "--resume", str(tmp_path / "ck"), "--frames", "1024"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "resuming" in out.stdout and "1,024 frames" in out.stdout
+    assert checkpoint.load(tmp_path / "ck" / "checkpoints" / "final.pt")["frames"] == 1024
+    assert load(tmp_path / "ck").space_info["num_tasks"] > 0  # agents.load reads the same files
+    bad = subprocess.run([sys.executable, "train.py", "--resume", str(tmp_path / "missing")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "is not a run folder" in bad.stderr
+
+
+def test_a_foreign_file_is_refused(tmp_path):
+    path = tmp_path / "x.pt"
+    torch.save({"something": 1}, path)
+    with pytest.raises(ValueError, match="is not an omnigrid checkpoint"):
+        checkpoint.load(path)

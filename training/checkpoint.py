@@ -1,0 +1,89 @@
+"""Checkpoints of a run: everything to resume it and to rebuild the agent.
+
+``runs/<run>/checkpoints/ckpt-<frames>.pt`` every ``checkpoint_every`` updates
+(the last ``keep_checkpoints`` kept) and ``final.pt`` at the end. Each holds the
+agent (architecture + weights, readable by :func:`agents.load`), the PPO state
+(optimizer, loss weighter, reward store, shuffling generator), the curriculum,
+recent episode statistics, counters, RNG states, the vocabulary and the
+resolved config. Files are written atomically and read with
+``weights_only=True``: only tensors and plain containers, no arbitrary pickles.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.persist import CHECKPOINT_DIR, FINAL, FORMAT, agent_payload, atomic_save
+from envs.wrappers import VOCAB
+
+_NAME = re.compile(r"ckpt-(\d+)\.pt$")
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as plain data."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Periodic checkpoints of a run, oldest first."""
+    found = [(int(m.group(1)), p) for p in checkpoint_dir(run_dir).glob("ckpt-*.pt") if (m := _NAME.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """``final.pt`` if the run finished, else its newest periodic checkpoint."""
+    final = checkpoint_dir(run_dir) / FINAL
+    if final.is_file():
+        return final
+    periodic = list_checkpoints(run_dir)
+    return periodic[-1] if periodic else None
+
+
+def save(run_dir: str | Path, state: dict[str, Any], model, *, final: bool = False, keep: int = 3) -> Path:
+    """Write one checkpoint atomically; prune periodic ones beyond the newest ``keep``."""
+    name = FINAL if final else f"ckpt-{state['frames']:012d}.pt"
+    path = checkpoint_dir(run_dir) / name
+    atomic_save(agent_payload(model, vocab=list(VOCAB), rng=rng_state(), **state), path)
+    if not final:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint (``weights_only=True``); a ValueError if it is not one of ours."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{str(path)!r} is not a readable checkpoint: {err}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{str(path)!r} is not an omnigrid checkpoint (format {FORMAT}).")
+    if "vocab" in payload and tuple(payload["vocab"]) != tuple(VOCAB[: len(payload["vocab"])]):
+        raise ValueError(f"{str(path)!r} was saved with a different mission vocabulary; it cannot be resumed here.")
+    return payload
