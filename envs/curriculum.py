@@ -178,6 +178,50 @@ class LearningProgressCurriculum(Curriculum):
         self.ema_fast, self.ema_slow = dict(state["ema_fast"]), dict(state["ema_slow"])
 
 
+class FamilySchedule:
+    """How the curriculum's open tasks are spread over rollouts and slots.
+
+    * ``mixed``: every slot samples from every open task (the curriculum's
+      probabilities as they are).
+    * ``alternate``: rollouts take turns between the families (navigation on
+      even rollouts, recognition on odd ones): the curriculum's probabilities
+      restricted to that family's open tasks. A family with no open task
+      yields to the other.
+    * ``round-robin``: each slot runs one open task, the assignment rotating
+      by one task every rollout.
+
+    Slots switch at their next reset. With ``alternate`` the trainer restarts,
+    at each rollout boundary, the slots still in an episode of the other family
+    (so episodes longer than a rollout never finish: give ``num_steps`` room);
+    with ``round-robin`` an episode in flight finishes first.
+    """
+
+    KINDS = ("mixed", "alternate", "round-robin")
+
+    def __init__(self, kind: str = "mixed") -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"schedule={kind!r} is unknown; known: {', '.join(self.KINDS)}.")
+        self.kind = kind
+
+    def assign(self, curriculum: Curriculum, rollout: int, num_envs: int) -> dict[str, float] | list[dict[str, float]]:
+        """Task probabilities for rollout ``rollout``: one mapping for all slots, or one per slot."""
+        probs = curriculum.probs()
+        if self.kind == "mixed":
+            return probs
+        if self.kind == "alternate":
+            families = ("navigation", "recognition")
+            family = {s.name: s.family for s in curriculum.specs}
+            for offset in range(len(families)):
+                wanted = families[(rollout + offset) % len(families)]
+                chosen = {name: p for name, p in probs.items() if family[name] == wanted and p > 0}
+                if chosen:
+                    total = sum(chosen.values())
+                    return {name: p / total for name, p in chosen.items()}
+            return probs
+        open_ = [name for name, p in probs.items() if p > 0]
+        return [{open_[(slot + rollout) % len(open_)]: 1.0} for slot in range(num_envs)]
+
+
 CURRICULA: dict[str, type[Curriculum]] = {
     "none": NoCurriculum,
     "threshold": ThresholdCurriculum,

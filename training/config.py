@@ -17,7 +17,7 @@ import yaml
 
 from agents.model import AgentConfig
 from agents.ppo import PPOConfig
-from envs.curriculum import CURRICULA, Curriculum, make_curriculum
+from envs.curriculum import CURRICULA, Curriculum, FamilySchedule, make_curriculum
 from envs.tasks import TASKS, get_task, list_tasks
 
 DEFAULT_TASKS = ",".join(spec.name for spec in list_tasks(split="train"))
@@ -43,6 +43,8 @@ class RunConfig:
     """Step slots in this process (sync) or one worker process per slot (async)."""
     curriculum: Literal["none", "threshold", "learning-progress"] = "none"
     """Which tasks the slots run: all uniformly, unlocked level by level, or by learning progress."""
+    schedule: Literal["mixed", "alternate", "round-robin"] = "mixed"
+    """Spread of open tasks: every slot samples all (mixed), families take turns per rollout (alternate), or one task per slot rotating (round-robin)."""
     curriculum_window: int = 100
     """Episodes in each task's moving success rate (curriculum and console)."""
     curriculum_threshold: float = 0.8
@@ -86,6 +88,8 @@ class RunConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r} must be a probability in [0, 1].")
+        if self.schedule not in FamilySchedule.KINDS:
+            raise ValueError(f"schedule={self.schedule!r} is unknown; known: {', '.join(FamilySchedule.KINDS)}.")
         if self.curriculum not in CURRICULA:
             raise ValueError(f"curriculum={self.curriculum!r} is unknown; known: {', '.join(CURRICULA)}.")
         for name in ("video_every", "checkpoint_every"):

@@ -22,7 +22,9 @@ from tqdm import tqdm
 from agents.buffer import RolloutBuffer
 from agents.model import MultiTaskActorCritic, ObsBatch
 from agents.ppo import MultiTaskPPO
+from envs.curriculum import FamilySchedule
 from envs.tasks import TASKS, make
+from envs.wrappers import FAMILIES
 from envs.vector import MultiTaskVectorEnv
 from training import checkpoint
 from training.config import TASK_NAMES, RunConfig
@@ -75,8 +77,8 @@ class Trainer:
             config.task_list, config.num_envs, obs=config.obs, vectorization=config.vectorization
         )
         self.curriculum = config.make_curriculum()
-        self._applied_probs = self.curriculum.probs()
-        self.env.set_task_probs(self._applied_probs)
+        self.schedule = FamilySchedule(config.schedule)
+        self._applied_probs = None
         self.model = MultiTaskActorCritic(self.env.single_observation_space, config.agent).to(self.device)
         self.ppo = MultiTaskPPO(self.model, config.ppo, task_names=TASK_NAMES, seed=config.seed)
         memory = config.agent.hidden_size if config.agent.memory == "lstm" else 0
@@ -90,6 +92,7 @@ class Trainer:
         payload = checkpoint.load(resume) if resume is not None else None
         if payload is not None:
             self.load_state_dict(payload)
+        self.apply_curriculum()
         self.run_dir = config.run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(config.to_yaml())
@@ -178,11 +181,22 @@ class Trainer:
         return stats
 
     def apply_curriculum(self) -> None:
-        """Tell the slots the curriculum's current task probabilities (from their next episode on)."""
-        probs = self.curriculum.probs()
+        """Tell the slots what the next rollout runs (each from its next episode on)."""
+        probs = self.schedule.assign(self.curriculum, self.updates, self.config.num_envs)
         if probs != self._applied_probs:
             self.env.set_task_probs(probs)
             self._applied_probs = probs
+        if self.schedule.kind == "alternate" and hasattr(self, "_obs"):
+            # A rollout collects from one family: slots still in an episode of the
+            # other family restart now. The abandoned episodes are not counted, and
+            # the previous rollout already bootstrapped from their value, so no bias.
+            families = {FAMILIES.index(TASKS[name].family) for name in probs}
+            stale = ~np.isin(self._obs["family"], list(families))
+            if stale.any():
+                self._obs, info = self.env.reset(options={"reset_mask": stale})
+                self._labels = (info["view_labels"], info["target_cell"])
+                self._ep_return[stale], self._ep_length[stale] = 0.0, 0
+                self._episode_start = self._episode_start | stale
 
     # ------------------------------------------------------------- reporting
     def success_line(self) -> str:
@@ -222,8 +236,6 @@ class Trainer:
         self.stats.episodes.update(payload["stats"]["episodes"])
         self.frames, self.updates = payload["frames"], payload["updates"]
         checkpoint.set_rng_state(payload["rng"])
-        self._applied_probs = self.curriculum.probs()
-        self.env.set_task_probs(self._applied_probs)
 
     def save(self, *, final: bool = False) -> Path:
         """Checkpoint the run atomically: periodic (``ckpt-<frames>.pt``) or ``final.pt``."""
