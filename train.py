@@ -1,6 +1,7 @@
 """Train one multi-task agent on many MiniGrid tasks.
 
-    python train.py                                   # every train-split task
+    python train.py                                   # the default preset (configs/default.yaml)
+    python train.py --config configs/quick.yaml       # a preset; any field can still be overridden
     python train.py --tasks DoorKey-5x5,GoToObject-6x6-N2 --frames 200000
     python train.py --resume runs/<run> [--frames N]  # continue a run where its last checkpoint left it
     python train.py --list-tasks                      # the task table
@@ -16,6 +17,7 @@ from pathlib import Path
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import tyro  # noqa: E402
+import yaml  # noqa: E402
 
 from envs.tasks import format_task_table  # noqa: E402
 from training import checkpoint  # noqa: E402
@@ -43,6 +45,20 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{str(run)!r} has no checkpoint to resume from (checkpoints/ is empty).")
             default = RunConfig.from_yaml((run / "config.yaml").read_text())
             default.run_name, default.runs_dir = run.name, str(run.parent)
+        if "--config" in argv:
+            if resume is not None:
+                raise ValueError("--config and --resume cannot be combined: a resumed run keeps its own config.")
+            at = argv.index("--config")
+            if at + 1 >= len(argv):
+                raise ValueError("--config needs a YAML file: --config configs/quick.yaml.")
+            preset = Path(argv[at + 1])
+            argv = argv[:at] + argv[at + 2 :]
+            if not preset.is_file():
+                raise ValueError(f"--config {str(preset)!r} does not exist; presets live in configs/.")
+            try:
+                default = RunConfig.from_yaml(preset.read_text())
+            except yaml.YAMLError as err:
+                raise ValueError(f"--config {str(preset)!r} is not valid YAML: {str(err).splitlines()[0]}") from None
     except ValueError as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
@@ -57,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     device = config.resolved_device()
     verb = f"resuming {resume}:" if resume else "training on"
     print(f"{verb} {len(config.task_list)} tasks, {config.frames:,} frames, {config.num_envs} envs, device {device}")
-    Trainer(config, resume=resume).run()
+    try:
+        Trainer(config, resume=resume).run()
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

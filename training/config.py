@@ -41,7 +41,7 @@ class RunConfig:
     """Observation: MiniGrid's 7x7 symbolic view or the rendered 56x56 egocentric view."""
     vectorization: Literal["sync", "async"] = "sync"
     """Step slots in this process (sync) or one worker process per slot (async)."""
-    curriculum: Literal["none", "threshold", "learning-progress"] = "none"
+    curriculum: Literal["none", "threshold", "learning-progress"] = "threshold"
     """Which tasks the slots run: all uniformly, unlocked level by level, or by learning progress."""
     schedule: Literal["mixed", "alternate", "round-robin"] = "mixed"
     """Spread of open tasks: every slot samples all (mixed), families take turns per rollout (alternate), or one task per slot rotating (round-robin)."""

@@ -311,6 +311,12 @@ class Trainer:
                         f"[{self.frames:,} frames] level {self.curriculum.level()}, {unlocked} tasks open; "
                         f"{self.success_line()}"
                     )
+        except KeyboardInterrupt:
+            # Ctrl-C: keep what was learnt; `--resume` continues from this checkpoint.
+            bar.close()
+            path = self.save()
+            print(f"\ninterrupted at {self.frames:,} frames; saved {path}; continue with --resume {self.run_dir}")
+            raise
         finally:
             bar.close()
             self.env.close()
