@@ -74,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     verb = f"resuming {resume}:" if resume else "training on"
     print(f"{verb} {len(config.task_list)} tasks, {config.frames:,} frames, {config.num_envs} envs, device {device}")
     try:
-        Trainer(config, resume=resume).run()
+        trainer = Trainer(config, resume=resume)
+    except ValueError as err:  # e.g. --init-from a run with another architecture
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        trainer.run()
     except KeyboardInterrupt:
         return 130
     return 0

@@ -197,6 +197,22 @@ class MultiTaskActorCritic(nn.Module):
         params.pop(id(last))
         return [*params.values(), last]
 
+    def freeze_shared(self) -> list[str]:
+        """Stop training what every task shares; returns the names of the frozen parameters.
+
+        Frozen: encoder, mission encoder, FiLM/projection, memory, and the shared
+        trunk or experts. Still trained: heads, the sharing gates and the
+        task-id embedding (the task-specific parts).
+        """
+        frozen = []
+        for name, param in self.named_parameters():
+            shared = name.split(".")[0] in ("encoder", "conditioning", "memory", "sharing")
+            specific = "gate" in name or name.startswith("conditioning.task.")
+            if shared and not specific:
+                param.requires_grad_(False)
+                frozen.append(name)
+        return frozen
+
     def last_shared_layer(self) -> nn.Linear:
         """The last shared weight layer (GradNorm measures gradient norms here)."""
         return self.sharing.last_shared_layer()

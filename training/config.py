@@ -59,6 +59,10 @@ class RunConfig:
     """Record one rollout video per task family every this many updates (0: never)."""
     video_max_steps: int = 200
     """Longest rollout video, in steps."""
+    init_from: str = ""
+    """Start from the weights of a trained run (run folder or checkpoint file); the architecture must match."""
+    freeze: Literal["none", "shared"] = "none"
+    """shared: train only the task-specific parts (heads, gates, task embedding), keep encoder, mission encoder and shared trunk/experts fixed."""
     checkpoint_every: int = 50
     """Write a checkpoint every this many updates (0: only at the end)."""
     keep_checkpoints: int = 3
@@ -88,6 +92,12 @@ class RunConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r} must be a probability in [0, 1].")
+        if self.freeze not in ("none", "shared"):
+            raise ValueError(f"freeze={self.freeze!r} is unknown; use none or shared.")
+        if self.freeze == "shared" and self.ppo.weighting in ("gradnorm", "pcgrad"):
+            raise ValueError(f"weighting={self.ppo.weighting!r} works on the shared parameters, which freeze=shared fixes; use static, uncertainty or dwa.")
+        if self.init_from and not Path(self.init_from).exists():
+            raise ValueError(f"init_from={self.init_from!r} does not exist; give a run folder or a checkpoint file.")
         if self.schedule not in FamilySchedule.KINDS:
             raise ValueError(f"schedule={self.schedule!r} is unknown; known: {', '.join(FamilySchedule.KINDS)}.")
         if self.curriculum not in CURRICULA:

@@ -26,6 +26,7 @@ from envs.curriculum import FamilySchedule
 from envs.tasks import TASKS, make
 from envs.wrappers import FAMILIES
 from envs.vector import MultiTaskVectorEnv
+from agents.persist import resolve_checkpoint
 from training import checkpoint
 from training.config import TASK_NAMES, RunConfig
 from training.logger import Logger, hparams_markdown
@@ -80,6 +81,10 @@ class Trainer:
         self.schedule = FamilySchedule(config.schedule)
         self._applied_probs = None
         self.model = MultiTaskActorCritic(self.env.single_observation_space, config.agent).to(self.device)
+        if config.init_from and resume is None:
+            self._init_from(Path(config.init_from))
+        if config.freeze == "shared":
+            self.model.freeze_shared()
         self.ppo = MultiTaskPPO(self.model, config.ppo, task_names=TASK_NAMES, seed=config.seed)
         memory = config.agent.hidden_size if config.agent.memory == "lstm" else 0
         self.buffer = RolloutBuffer(
@@ -213,6 +218,19 @@ class Trainer:
             if rate is not None:
                 by_family[TASKS[name].family[:3]].append(rate)
         return {family: float(np.mean(rates)) for family, rates in by_family.items()}
+
+    def _init_from(self, path: Path) -> None:
+        """Copy a trained agent's weights; its architecture must be this run's."""
+        payload = checkpoint.load(resolve_checkpoint(path))
+        mine, theirs = self.model.constructor_args(), payload["model"]
+        if mine != theirs:
+            diff = sorted(
+                f"{key}: {theirs['config'].get(key)!r} there, {value!r} here"
+                for key, value in mine["config"].items()
+                if theirs["config"].get(key) != value
+            ) or [f"observation space {theirs['space_info']} there, {mine['space_info']} here"]
+            raise ValueError(f"init_from={str(path)!r} has another architecture ({'; '.join(diff)}).")
+        self.model.load_state_dict(payload["state_dict"])
 
     def state_dict(self) -> dict:
         """The learner's state (the agent itself is saved beside it by :mod:`training.checkpoint`)."""
