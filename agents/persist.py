@@ -42,21 +42,38 @@ def agent_payload(model: MultiTaskActorCritic, **extra: Any) -> dict[str, Any]:
     return {"format": FORMAT, "model": model.constructor_args(), "state_dict": model.state_dict(), **extra}
 
 
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """``final.pt`` if the run finished, else its newest periodic checkpoint, else None."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    final = folder / FINAL
+    if final.is_file():
+        return final
+    periodic = sorted(folder.glob("ckpt-*.pt"))  # names hold zero-padded frame counts
+    return periodic[-1] if periodic else None
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint file, or a run folder's final (else newest) checkpoint."""
     path = Path(path)
     if path.is_dir():
-        folder = path / CHECKPOINT_DIR
-        candidate = folder / FINAL
-        if not candidate.is_file():  # an unfinished run: its newest periodic checkpoint
-            periodic = sorted(folder.glob("ckpt-*.pt"))
-            if not periodic:
-                raise ValueError(f"{str(path)!r} is not a run folder with a checkpoint: {folder} holds none.")
-            candidate = periodic[-1]
-        return candidate
+        found = latest_checkpoint(path)
+        if found is None:
+            raise ValueError(f"{str(path)!r} is not a run folder with a checkpoint: {path / CHECKPOINT_DIR} holds none.")
+        return found
     if not path.is_file():
         raise ValueError(f"{str(path)!r} does not exist; give a run folder (runs/<name>) or a checkpoint file.")
     return path
+
+
+def read_payload(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint's contents (``weights_only=True``); a ValueError if it is not one of ours."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # a truncated or foreign file
+        raise ValueError(f"{str(path)!r} is not a readable checkpoint: {err}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{str(path)!r} is not an omnigrid checkpoint (format {FORMAT}).")
+    return payload
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> MultiTaskActorCritic:
@@ -64,13 +81,7 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Mult
 
     The architecture comes from the file; nothing needs repeating.
     """
-    file = resolve_checkpoint(path)
-    try:
-        payload = torch.load(file, map_location=device, weights_only=True)
-    except Exception as err:  # a truncated or foreign file
-        raise ValueError(f"{str(file)!r} is not a readable checkpoint: {err}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{str(file)!r} is not an omnigrid agent checkpoint (format {FORMAT}).")
+    payload = read_payload(resolve_checkpoint(path), device=device)
     model = MultiTaskActorCritic.from_constructor_args(payload["model"])
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()

@@ -41,7 +41,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-from envs.tasks import TASK_INDEX, TASKS, get_task, make
+from envs.tasks import TASK_INDEX, TASK_NAMES, TASKS, get_task, make
 from envs.wrappers import DEFAULT_MISSION_LENGTH, VIEW_SIZE, VOCAB, ObsMode, observation_space
 
 Vectorization = Literal["sync", "async"]
@@ -163,14 +163,13 @@ class TaskSlot(gym.Env):
     @property
     def task(self) -> str:
         """Name of the task of the current episode."""
-        return list(TASKS)[self.task_index]
+        return TASK_NAMES[self.task_index]
 
     def _env_for(self, index: int) -> gym.Env:
         env = self._envs.get(index)
         if env is None:
-            name = list(TASKS)[index]
             env = self._envs[index] = make(
-                name, obs=self.obs_mode, mission_length=self.mission_length, render_mode=self.render_mode
+                TASK_NAMES[index], obs=self.obs_mode, mission_length=self.mission_length, render_mode=self.render_mode
             )
         return env
 

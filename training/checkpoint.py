@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.persist import CHECKPOINT_DIR, FINAL, FORMAT, agent_payload, atomic_save
+from agents.persist import CHECKPOINT_DIR, FINAL, agent_payload, atomic_save, read_payload
+from agents.persist import latest_checkpoint as latest_checkpoint  # the rule lives with agents.load
 from envs.wrappers import VOCAB
 
 _NAME = re.compile(r"ckpt-(\d+)\.pt$")
@@ -56,15 +57,6 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """``final.pt`` if the run finished, else its newest periodic checkpoint."""
-    final = checkpoint_dir(run_dir) / FINAL
-    if final.is_file():
-        return final
-    periodic = list_checkpoints(run_dir)
-    return periodic[-1] if periodic else None
-
-
 def save(run_dir: str | Path, state: dict[str, Any], model, *, final: bool = False, keep: int = 3) -> Path:
     """Write one checkpoint atomically; prune periodic ones beyond the newest ``keep``."""
     name = FINAL if final else f"ckpt-{state['frames']:012d}.pt"
@@ -77,13 +69,8 @@ def save(run_dir: str | Path, state: dict[str, Any], model, *, final: bool = Fal
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint (``weights_only=True``); a ValueError if it is not one of ours."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{str(path)!r} is not a readable checkpoint: {err}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{str(path)!r} is not an omnigrid checkpoint (format {FORMAT}).")
+    """Read a checkpoint to resume from; a ValueError if it is not one of ours."""
+    payload = read_payload(path)
     if "vocab" in payload and tuple(payload["vocab"]) != tuple(VOCAB[: len(payload["vocab"])]):
         raise ValueError(f"{str(path)!r} was saved with a different mission vocabulary; it cannot be resumed here.")
     return payload

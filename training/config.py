@@ -18,7 +18,7 @@ import yaml
 from agents.model import AgentConfig
 from agents.ppo import PPOConfig
 from envs.curriculum import CURRICULA, Curriculum, FamilySchedule, make_curriculum
-from envs.tasks import TASKS, get_task, list_tasks
+from envs.tasks import get_task, list_tasks
 
 DEFAULT_TASKS = ",".join(spec.name for spec in list_tasks(split="train"))
 
@@ -170,6 +170,3 @@ class RunConfig:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
-
-TASK_NAMES: list[str] = list(TASKS)
-"""Every registered task name, by task index."""

@@ -2,7 +2,7 @@
 
 :class:`Trainer` wires ``envs`` (the multi-task vector env) and ``agents``
 (model, buffer, PPO) together. Each step of the loop is its own method
-(:meth:`collect`, :meth:`update`, :meth:`report`) so that curricula, loggers
+(:meth:`collect`, :meth:`update`, :meth:`log`, :meth:`save`) so that curricula, loggers
 and checkpoints hook in without rewriting it.
 """
 
@@ -23,12 +23,12 @@ from agents.buffer import RolloutBuffer
 from agents.model import MultiTaskActorCritic, ObsBatch
 from agents.ppo import MultiTaskPPO
 from envs.curriculum import FamilySchedule
-from envs.tasks import TASKS, make
+from envs.tasks import TASK_NAMES, TASKS, make
 from envs.wrappers import FAMILIES
 from envs.vector import MultiTaskVectorEnv
 from agents.persist import resolve_checkpoint
 from training import checkpoint
-from training.config import TASK_NAMES, RunConfig
+from training.config import RunConfig
 from training.logger import Logger, hparams_markdown
 
 SUCCESS_WINDOW = 100  # console and benchmark windows; the curriculum has its own (curriculum_window)
@@ -152,7 +152,7 @@ class Trainer:
                 bootstrap=bootstrap,
                 state=state_before,
             )
-            self._track_episodes(obs.task.cpu().numpy(), rewards, terminated | truncated, info)
+            self._track_episodes(self._obs["task"], rewards, terminated | truncated, info)
             self._obs, self._labels = next_obs, (info["view_labels"], info["target_cell"])
             self._state = out.state
             self._episode_start = terminated | truncated
@@ -212,11 +212,12 @@ class Trainer:
         return "success: " + ", ".join(parts)
 
     def family_success(self) -> dict[str, float]:
+        """Mean of the task success rates in each family (tasks with episodes only)."""
         by_family: dict[str, list[float]] = defaultdict(list)
         for name in self.config.task_list:
             rate = self.stats.success_rate(name)
             if rate is not None:
-                by_family[TASKS[name].family[:3]].append(rate)
+                by_family[TASKS[name].family].append(rate)
         return {family: float(np.mean(rates)) for family, rates in by_family.items()}
 
     def _init_from(self, path: Path) -> None:
@@ -267,12 +268,7 @@ class Trainer:
                 values[f"tasks/{name}/success"] = self.stats.success_rate(name)
                 values[f"tasks/{name}/return"] = float(np.mean(self.stats.returns[name]))
                 values[f"tasks/{name}/episode_length"] = float(np.mean(self.stats.lengths[name]))
-        by_family: dict[str, list[float]] = defaultdict(list)
-        for name in self.config.task_list:
-            rate = self.stats.success_rate(name)
-            if rate is not None:
-                by_family[TASKS[name].family].append(rate)
-        values.update({f"families/{family}/success": float(np.mean(r)) for family, r in by_family.items()})
+        values.update({f"families/{family}/success": rate for family, rate in self.family_success().items()})
         values["curriculum/level"] = self.curriculum.level()
         values["curriculum/unlocked"] = len(self.curriculum.unlocked())
         for name, p in self.curriculum.probs().items():
@@ -322,7 +318,7 @@ class Trainer:
                     self.record_videos()
                 if self.config.checkpoint_every and self.updates % self.config.checkpoint_every == 0:
                     self.save()
-                bar.set_postfix({"fps": f"{fps:,.0f}", **{k: f"{v:.2f}" for k, v in self.family_success().items()}})
+                bar.set_postfix({"fps": f"{fps:,.0f}", **{k[:3]: f"{v:.2f}" for k, v in self.family_success().items()}})
                 if self.progress and self.updates % self.config.log_every == 0:
                     unlocked = len(self.curriculum.unlocked())
                     bar.write(
