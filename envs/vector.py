@@ -29,10 +29,19 @@ generator then draws the task of each episode and seeds each task env the first
 time it runs after that reset (later episodes continue that env's stream), so
 the whole stream of observations is a function of the seed and the task
 assignments.
+
+Exact resume: :meth:`MultiTaskVectorEnv.get_state` returns, per slot, plain
+data (generator states, the current episode's reset seed and the actions taken
+since), and :meth:`MultiTaskVectorEnv.set_state` rebuilds every slot from it
+in fresh workers by replaying the episode in flight. A checkpoint thus holds
+no pickled environment, and a resumed run sees the observations the
+uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any, Literal
@@ -147,6 +156,12 @@ class TaskSlot(gym.Env):
         self._seeded: set[int] = set()  # task envs seeded since the last seeded reset
         self._current: gym.Env | None = None
         self.task_index = TASK_INDEX[initial_task]
+        # The current episode, as needed to replay it: its reset seed, the task
+        # env's generator state before the reset, the actions taken since.
+        self._episode_seed: int | None = None
+        self._episode_rng: dict[str, Any] | None = None
+        self._actions: list[int] = []
+        self._restored: np.ndarray | None = None
 
     @property
     def task_probs(self) -> np.ndarray:
@@ -188,13 +203,63 @@ class TaskSlot(gym.Env):
             # Seeding costs a new generator: once per task env, not per episode.
             self._seeded.add(self.task_index)
             env_seed = int(self._rng.integers(2**31 - 1))
+        self._episode_seed, self._actions = env_seed, []
+        self._episode_rng = None if env_seed is not None else self._current.unwrapped.np_random.bit_generator.state
         obs, info = self._current.reset(seed=env_seed, options=options)
         return self.packing.pack(obs, info), info
 
     def step(self, action):
         assert self._current is not None, "TaskSlot.step called before reset"
+        self._actions.append(int(action))
         obs, reward, terminated, truncated, info = self._current.step(action)
         return self.packing.pack(obs, info), reward, terminated, truncated, info
+
+    @property
+    def episode_state(self) -> dict[str, Any]:
+        """Everything that decides this slot's future, as plain data (see :meth:`MultiTaskVectorEnv.get_state`)."""
+        assert self._current is not None, "TaskSlot.episode_state read before reset"
+        return {
+            "rng": self._rng.bit_generator.state,
+            "probs": self._probs.tolist(),
+            "seeded": sorted(self._seeded),
+            # Generators of the task envs not running now, as they are.
+            "env_rngs": {
+                index: env.unwrapped.np_random.bit_generator.state
+                for index, env in self._envs.items()
+                if index != self.task_index and env.unwrapped._np_random is not None
+            },
+            "task": self.task_index,
+            "episode_seed": self._episode_seed,
+            "episode_rng": self._episode_rng,
+            "actions": list(self._actions),
+        }
+
+    @episode_state.setter
+    def episode_state(self, state: dict[str, Any]) -> None:
+        """Rebuild the slot from :attr:`episode_state`: replays the episode in flight."""
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["rng"]
+        self.task_probs = np.asarray(state["probs"])
+        self._seeded = set(state["seeded"])
+        for index, rng_state in state["env_rngs"].items():
+            self._env_for(int(index)).unwrapped.np_random = _generator(rng_state)
+        self.task_index = int(state["task"])
+        self._current = self._env_for(self.task_index)
+        if state["episode_rng"] is not None:
+            self._current.unwrapped.np_random = _generator(state["episode_rng"])
+        self._episode_seed, self._episode_rng = state["episode_seed"], state["episode_rng"]
+        obs, info = self._current.reset(seed=self._episode_seed)
+        for action in state["actions"]:
+            obs, _, terminated, truncated, info = self._current.step(action)
+            if terminated or truncated:
+                raise ValueError("episode_state replays past the end of its episode: the environment is not the one saved.")
+        self._actions = list(state["actions"])
+        self._restored = self.packing.pack(obs, info)
+
+    def restored_observation(self) -> np.ndarray:
+        """The packed observation reached by the last :attr:`episode_state` restore."""
+        assert self._restored is not None, "no episode_state was restored"
+        return self._restored
 
     def render(self):
         return self._current.render() if self._current is not None else None
@@ -203,6 +268,24 @@ class TaskSlot(gym.Env):
         for env in self._envs.values():
             env.close()
         self._envs.clear()
+
+
+def _make_slot(*args: Any, **kwargs: Any) -> TaskSlot:
+    """Build a slot; in a worker process, leave Ctrl-C to the parent.
+
+    A terminal's Ctrl-C reaches the whole process group. Workers ignore it, so
+    that the trainer, which handles it, can still talk to them and close them.
+    """
+    if multiprocessing.parent_process() is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return TaskSlot(*args, **kwargs)
+
+
+def _generator(state: dict[str, Any]) -> np.random.Generator:
+    """A numpy generator in the given ``bit_generator.state``."""
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
 
 
 def _probs_row(probs: Mapping[str, float] | Sequence[float] | np.ndarray) -> np.ndarray:
@@ -263,7 +346,7 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
             raise ValueError(f"vectorization={vectorization!r} is unknown; use one of {VECTORIZATIONS}.")
         fns = [
             partial(
-                TaskSlot,
+                _make_slot,
                 tasks[i % len(tasks)],
                 obs=obs,
                 mission_length=mission_length,
@@ -347,6 +430,27 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
                 raise ValueError(f"set_task_probs needs one row per slot ({self.num_envs}); got {len(probs)}.")
             rows = [_probs_row(row) for row in probs]
         self._push(np.stack(rows))
+
+    def get_state(self) -> list[dict[str, Any]]:
+        """Per slot, the plain data that decides its future (generators, episode in flight).
+
+        Ints, floats, lists and dicts only: fit for a ``weights_only`` checkpoint.
+        """
+        return list(self.env.get_attr("episode_state"))
+
+    def set_state(self, states: Sequence[dict[str, Any]]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Restore every slot from :meth:`get_state`; returns ``(obs, info)`` like ``reset``.
+
+        The episodes in flight are replayed, so the returned observation is the
+        one the saved run was about to act on, and stepping on continues its stream.
+        """
+        if len(states) != self.num_envs:
+            raise ValueError(f"set_state needs one state per slot ({self.num_envs}); got {len(states)}.")
+        self.env.set_attr("episode_state", list(states))
+        flat = np.stack(self.env.call("restored_observation"))
+        self._probs = np.stack([np.asarray(state["probs"], dtype=np.float64) for state in states])
+        info: dict[str, Any] = {}
+        return self._labels_to_info(flat, info), info
 
     def current_tasks(self) -> list[str]:
         """Name of the task each slot is running now."""

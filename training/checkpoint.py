@@ -4,8 +4,9 @@
 (the last ``keep_checkpoints`` kept) and ``final.pt`` at the end. Each holds the
 agent (architecture + weights, readable by :func:`agents.load`), the PPO state
 (optimizer, loss weighter, reward store, shuffling generator), the curriculum,
-recent episode statistics, counters, RNG states, the vocabulary and the
-resolved config. Files are written atomically and read with
+recent episode statistics, counters, RNG states, the episodes in flight (see
+:meth:`envs.MultiTaskVectorEnv.get_state`: a resumed run replays them), the
+vocabulary and the resolved config. Files are written atomically and read with
 ``weights_only=True``: only tensors and plain containers, no arbitrary pickles.
 """
 
@@ -61,7 +62,8 @@ def save(run_dir: str | Path, state: dict[str, Any], model, *, final: bool = Fal
     """Write one checkpoint atomically; prune periodic ones beyond the newest ``keep``."""
     name = FINAL if final else f"ckpt-{state['frames']:012d}.pt"
     path = checkpoint_dir(run_dir) / name
-    atomic_save(agent_payload(model, vocab=list(VOCAB), rng=rng_state(), **state), path)
+    state = {"rng": rng_state(), **state}  # the caller's RNG snapshot, if it has one, wins
+    atomic_save(agent_payload(model, vocab=list(VOCAB), **state), path)
     if not final:
         for old in list_checkpoints(run_dir)[:-keep]:
             old.unlink(missing_ok=True)

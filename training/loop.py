@@ -109,12 +109,19 @@ class Trainer:
         n = config.num_envs
         self._ep_return = np.zeros(n)
         self._ep_length = np.zeros(n, dtype=np.int64)
-        # Episodes in flight at a checkpoint are not saved: a resumed run starts
-        # fresh ones, seeded from the frame counter so that resuming is repeatable.
-        self._obs, info = self.env.reset(seed=config.seed + self.frames)
-        self._labels = (info["view_labels"], info["target_cell"])
         self._state = self.model.initial_state(n)
         self._episode_start = np.ones(n, dtype=bool)
+        if payload is not None and "env" in payload:
+            # Exact resume: the slots replay their episodes in flight, and the
+            # learner's per-slot state and RNGs are those of the checkpoint.
+            self._obs, info = self.env.set_state(payload["env"])
+            self._load_in_flight(payload["in_flight"])
+            checkpoint.set_rng_state(payload["rng"])
+        else:
+            self._obs, info = self.env.reset(seed=config.seed + self.frames)
+        self._labels = (info["view_labels"], info["target_cell"])
+        self._boundary: dict = {}
+        self._snapshot()
 
     # ------------------------------------------------------------ collecting
     def _to_device(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -233,19 +240,44 @@ class Trainer:
             raise ValueError(f"init_from={str(path)!r} has another architecture ({'; '.join(diff)}).")
         self.model.load_state_dict(payload["state_dict"])
 
-    def state_dict(self) -> dict:
-        """The learner's state (the agent itself is saved beside it by :mod:`training.checkpoint`)."""
-        return {
-            "config": self.config.to_yaml(),
+    def _snapshot(self) -> None:
+        """Remember the state between two updates: what a checkpoint saves.
+
+        Taken after every update (and at start), so that a checkpoint written
+        on Ctrl-C in the middle of a rollout still describes a consistent point:
+        the last update's end, from which a resumed run repeats exactly what the
+        uninterrupted one did. The model and optimizer do not change during a
+        rollout and are read at save time; everything a rollout changes is copied.
+        """
+        self._boundary = {
             "frames": self.frames,
             "updates": self.updates,
-            "ppo": self.ppo.state_dict(),
             "curriculum": self.curriculum.state_dict(),
             "stats": {key: {k: list(v) for k, v in getattr(self.stats, key).items()} for key in ("success", "returns", "lengths")}
             | {"episodes": dict(self.stats.episodes)},
+            "env": self.env.get_state(),
+            "in_flight": {
+                "episode_start": torch.as_tensor(self._episode_start).clone(),
+                "return": torch.as_tensor(self._ep_return).clone(),
+                "length": torch.as_tensor(self._ep_length).clone(),
+                "recurrent": [s.detach().cpu().clone() for s in self._state] if self._state is not None else None,
+            },
+            "rng": checkpoint.rng_state(),
         }
 
+    def _load_in_flight(self, state: dict) -> None:
+        self._episode_start = state["episode_start"].numpy().copy()
+        self._ep_return = state["return"].numpy().copy()
+        self._ep_length = state["length"].numpy().copy()
+        if state["recurrent"] is not None:
+            self._state = tuple(s.to(self.device) for s in state["recurrent"])
+
+    def state_dict(self) -> dict:
+        """The learner's state at the last update's end (the agent is saved beside it by :mod:`training.checkpoint`)."""
+        return {"config": self.config.to_yaml(), "ppo": self.ppo.state_dict(), **self._boundary}
+
     def load_state_dict(self, payload: dict) -> None:
+        """Model, PPO, curriculum, statistics and counters; the envs and RNGs follow at the end of ``__init__``."""
         self.model.load_state_dict(payload["state_dict"])
         self.ppo.load_state_dict(payload["ppo"])
         self.curriculum.load_state_dict(payload["curriculum"])
@@ -254,7 +286,8 @@ class Trainer:
                 getattr(self.stats, key)[name].extend(values)
         self.stats.episodes.update(payload["stats"]["episodes"])
         self.frames, self.updates = payload["frames"], payload["updates"]
-        checkpoint.set_rng_state(payload["rng"])
+        if "env" not in payload:  # a checkpoint without the episodes in flight
+            checkpoint.set_rng_state(payload["rng"])
 
     def save(self, *, final: bool = False) -> Path:
         """Checkpoint the run atomically: periodic (``ckpt-<frames>.pt``) or ``final.pt``."""
@@ -305,17 +338,21 @@ class Trainer:
 
     def run(self) -> EpisodeStats:
         """Train until ``config.frames``, then save the agent; returns the episode statistics."""
-        bar = tqdm(total=self.config.frames, unit="frames", disable=not self.progress, file=sys.stdout, dynamic_ncols=True)
-        start = time.perf_counter()
+        bar = tqdm(
+            total=self.config.frames, initial=self.frames, unit="frames", disable=not self.progress, file=sys.stdout,
+            dynamic_ncols=True,
+        )
+        start, start_frames = time.perf_counter(), self.frames  # FPS of this process, not since the run began
         try:
             while self.frames < self.config.frames:
                 self.collect()
                 ppo_stats = self.update()
                 bar.update(self.config.ppo.num_steps * self.config.num_envs)
-                fps = self.frames / (time.perf_counter() - start)
+                fps = (self.frames - start_frames) / (time.perf_counter() - start)
                 self.log(ppo_stats, fps)
                 if self.config.video_every and self.updates % self.config.video_every == 0:
                     self.record_videos()
+                self._snapshot()
                 if self.config.checkpoint_every and self.updates % self.config.checkpoint_every == 0:
                     self.save()
                 bar.set_postfix({"fps": f"{fps:,.0f}", **{k[:3]: f"{v:.2f}" for k, v in self.family_success().items()}})
@@ -325,15 +362,23 @@ class Trainer:
                         f"[{self.frames:,} frames] level {self.curriculum.level()}, {unlocked} tasks open; "
                         f"{self.success_line()}"
                     )
-        except KeyboardInterrupt:
-            # Ctrl-C: keep what was learnt; `--resume` continues from this checkpoint.
+        except BaseException as err:
+            # Stopped mid-step, the workers' pipes may hold half a message:
+            # terminate them rather than wait for replies that will not come.
             bar.close()
-            path = self.save()
-            print(f"\ninterrupted at {self.frames:,} frames; saved {path}; continue with --resume {self.run_dir}")
+            self.env.close(terminate=True)
+            if isinstance(err, KeyboardInterrupt):
+                # Ctrl-C: keep what was learnt; `--resume` continues from this checkpoint.
+                path = self.save()  # the state at the last update's end; the partial rollout is dropped
+                print(
+                    f"\ninterrupted; saved {path} at {self._boundary['frames']:,} frames; "
+                    f"continue with --resume {self.run_dir}"
+                )
             raise
         finally:
             bar.close()
-            self.env.close()
+            if not self.env.closed:
+                self.env.close()
             self.logger.close()
         path = self.save(final=True)
         if self.progress:
