@@ -1,121 +1,220 @@
-"""Evaluate a trained agent, per task, on a split of the task registry.
+"""Evaluate trained agents per task: held-out split by default, 95 % Wilson intervals.
 
-    python evaluate.py runs/<run>                      # held-out split, 100 episodes a task
-    python evaluate.py runs/<run> --split train --episodes 50 --deterministic
+    python evaluate.py runs/<run>                              # held-out split, 100 episodes a task
+    python evaluate.py runs/<run> --split train --deterministic
     python evaluate.py runs/<run>/checkpoints/final.pt --tasks DoorKey-5x5,LavaGapS6
+    python evaluate.py runs/<run> --env BabyAI-GoToRedBallGrey-v0  # any MiniGrid/BabyAI id
+    python evaluate.py runs/<run> --video videos/                  # GIFs of a few episodes a task
+    python evaluate.py runs/a runs/b runs/c                        # one table, a column per run
 
-The architecture comes from the checkpoint; nothing needs repeating.
+The architecture comes from the checkpoint; nothing needs repeating. Results go
+to the console, to ``runs/<run>/eval/<split>-<time>.json`` (or ``--json``) and
+to the run's TensorBoard under ``eval/``. Episode ``e`` of a task is played on
+the layout of seed ``seed + e`` for every run, so runs compared side by side
+meet the same episodes.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
 import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import tyro  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-from agents.model import MultiTaskActorCritic, ObsBatch  # noqa: E402
-from agents.persist import load  # noqa: E402
-from envs.tasks import get_task, list_tasks  # noqa: E402
-from envs.vector import MultiTaskVectorEnv  # noqa: E402
+from agents.persist import load, read_payload, resolve_checkpoint  # noqa: E402
+from training.evaluation import (  # noqa: E402
+    EvalResult,
+    check_compatible,
+    evaluate_target,
+    report,
+    resolve_targets,
+    run_dir_of,
+    write_json,
+)
+from training.logger import Logger, gif_bytes  # noqa: E402
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of a success rate (Wilson 1927)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+@dataclass
+class EvalArgs:
+    """Evaluate trained agents per task."""
+
+    runs: Annotated[tuple[str, ...], tyro.conf.Positional]
+    """Run folders (runs/<name>) or checkpoint files; several give a comparison table."""
+    split: Literal["train", "heldout", "all"] = "heldout"
+    """Tasks of the registry to evaluate (ignored when --tasks or --env is given)."""
+    tasks: str = ""
+    """Comma-separated registered task names (python train.py --list-tasks)."""
+    env: str = ""
+    """Comma-separated gymnasium ids of MiniGrid/BabyAI environments outside the registry."""
+    family: Literal["navigation", "recognition"] = "navigation"
+    """Task family an --env environment counts as (decides PLE's family experts)."""
+    episodes: int = 100
+    """Episodes per task."""
+    num_envs: int = 16
+    """Episodes played in parallel (vector env slots)."""
+    seed: int = 0
+    """Episode e of a task uses layout seed + e; sampled actions are seeded from it too."""
+    deterministic: bool = False
+    """Argmax actions instead of sampling from the policy."""
+    device: str = "auto"
+    """auto (cuda if available), cpu or cuda."""
+    json: str = ""
+    """Where to write the results (default: runs/<run>/eval/<split>-<time>.json per run)."""
+    video: str = ""
+    """Folder for GIFs of the first --video-episodes episodes of each task (also logged to TensorBoard)."""
+    video_episodes: int = 2
+    """Episodes recorded per task with --video."""
+    tensorboard: bool = True
+    """Log the results as eval/ scalars into each run's TensorBoard."""
 
 
-def evaluate_task(
-    model: MultiTaskActorCritic, task: str, *, episodes: int, num_envs: int, seed: int, deterministic: bool
-) -> dict[str, float]:
-    """Run ``episodes`` episodes of one task; each slot runs a fixed quota, so short episodes are not favoured."""
-    info_space = model.space_info
-    obs_mode = "symbolic" if tuple(info_space["image_shape"]) == (7, 7, 3) else "rgb"
-    num_envs = min(num_envs, episodes)
-    env = MultiTaskVectorEnv([task], num_envs, obs=obs_mode, vectorization="sync", mission_length=info_space["mission_length"])
-    quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
-    done_count = np.zeros(num_envs, dtype=int)
-    successes, returns, lengths = [], [], []
-    ep_return, ep_length = np.zeros(num_envs), np.zeros(num_envs, dtype=int)
-    obs, _ = env.reset(seed=seed)
-    state = model.initial_state(num_envs)
-    starts = torch.ones(num_envs, dtype=torch.bool, device=model.device)
-    try:
-        while (done_count < quota).any():
-            out = model.act(ObsBatch.from_numpy(obs, model.device), state, starts, deterministic=deterministic)
-            obs, rewards, terminated, truncated, info = env.step(out.action.cpu().numpy())
-            ended = terminated | truncated
-            ep_return += rewards
-            ep_length += 1
-            for i in np.flatnonzero(ended):
-                if done_count[i] < quota[i]:
-                    successes.append(bool(info["final_info"]["success"][i]))
-                    returns.append(ep_return[i])
-                    lengths.append(ep_length[i])
-                    done_count[i] += 1
-            ep_return[ended], ep_length[ended] = 0.0, 0
-            state = out.state
-            starts = torch.as_tensor(ended, device=model.device)
-    finally:
-        env.close()
-    n, k = len(successes), int(sum(successes))
-    low, high = wilson_interval(k, n)
-    return {
-        "episodes": n,
-        "success": k / n,
-        "success_low": low,
-        "success_high": high,
-        "return": float(np.mean(returns)),
-        "length": float(np.mean(lengths)),
-    }
+def _error(message: str) -> int:
+    print(f"evaluate.py: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"--device {name!r} is not a device; use auto, cpu or cuda.")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r} but no CUDA device is available here; use cpu or auto.")
+    return torch.device(name)
+
+
+def _label(run: str) -> str:
+    path = Path(run)
+    folder = run_dir_of(path)
+    return folder.name if folder is not None else path.stem
+
+
+def _table(targets, columns: dict[str, list[EvalResult]]) -> str:
+    width = max(len("task"), *(len(t.name) for t in targets))
+    head = f"{'task':<{width}}  {'family':<11}  {'split':<8}"
+    if len(columns) == 1:
+        (results,) = columns.values()
+        lines = [head + f"  {'success':>7}  {'95% interval':>12}  {'return':>6}  {'length':>6}"]
+        for t, r in zip(targets, results):
+            lines.append(
+                f"{t.name:<{width}}  {t.family:<11}  {t.split:<8}  {r.success:>7.2f}  "
+                f"[{r.success_low:.2f}, {r.success_high:.2f}]  {r.mean_return:>6.2f}  {r.mean_length:>6.1f}"
+            )
+        return "\n".join(lines)
+    cell = max(18, *(len(name) for name in columns))  # "0.55 [0.45, 0.65]" or the run's name
+    lines = [head + "".join(f"  {name:>{cell}}" for name in columns)]
+    for i, t in enumerate(targets):
+        row = f"{t.name:<{width}}  {t.family:<11}  {t.split:<8}"
+        for results in columns.values():
+            r = results[i]
+            row += f"  {f'{r.success:.2f} [{r.success_low:.2f}, {r.success_high:.2f}]':>{cell}}"
+        lines.append(row)
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="run folder (runs/<name>) or checkpoint file")
-    parser.add_argument("--split", default="heldout", choices=("train", "heldout", "all"), help="tasks to evaluate")
-    parser.add_argument("--tasks", default="", help="comma-separated task names (overrides --split)")
-    parser.add_argument("--episodes", type=int, default=100, help="episodes per task")
-    parser.add_argument("--num-envs", type=int, default=8, help="slots stepped in parallel")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
-    parser.add_argument("--deterministic", action="store_true", help="argmax actions instead of sampling")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    args = parser.parse_args(argv)
+    args = tyro.cli(EvalArgs, args=argv, description=__doc__)
     try:
-        if args.episodes < 1:
-            raise ValueError(f"--episodes={args.episodes} must be a positive integer.")
-        if args.num_envs < 1:
-            raise ValueError(f"--num-envs={args.num_envs} must be a positive integer.")
-        if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
-            raise ValueError(f"--device={args.device!r} is not available here; use cpu" + (" or cuda." if torch.cuda.is_available() else "."))
+        for name in ("episodes", "num_envs"):
+            value = getattr(args, name)
+            if value < 1:
+                raise ValueError(f"--{name.replace('_', '-')}={value} must be a positive integer.")
+        if args.video_episodes < 0:
+            raise ValueError(f"--video-episodes={args.video_episodes} must be >= 0.")
+        device = _device(args.device)
         names = [t.strip() for t in args.tasks.split(",") if t.strip()]
-        specs = [get_task(n) for n in names] if names else list_tasks(split=None if args.split == "all" else args.split)
-        model = load(args.run, device=args.device)
+        env_ids = [e.strip() for e in args.env.split(",") if e.strip()]
+        targets = resolve_targets(split=args.split, tasks=names, env_ids=env_ids, family=args.family)
+        checkpoints = [resolve_checkpoint(run) for run in args.runs]
+        models = [load(path, device=device) for path in checkpoints]
+        for model in models:
+            for target in targets:
+                check_compatible(model, target)
+        labels = [_label(run) for run in args.runs]
+        if len(set(labels)) < len(labels):
+            labels = [str(run) for run in args.runs]
     except ValueError as err:
-        print(f"evaluate.py: error: {err}", file=sys.stderr)
-        return 2
-    width = max(len(s.name) for s in specs)
+        return _error(str(err))
+
+    what = "custom" if names or env_ids else args.split
     mode = "deterministic" if args.deterministic else "sampled"
-    print(f"{args.run}: {len(specs)} tasks, {args.episodes} episodes each, {mode} actions, seed {args.seed}")
-    print(f"{'task':<{width}}  {'family':<11}  {'split':<7}  {'success':>7}  {'95% interval':>13}  {'return':>6}  {'length':>6}")
-    for spec in specs:
-        r = evaluate_task(model, spec.name, episodes=args.episodes, num_envs=args.num_envs, seed=args.seed, deterministic=args.deterministic)
-        print(
-            f"{spec.name:<{width}}  {spec.family:<11}  {spec.split:<7}  {r['success']:>7.2f}  "
-            f"[{r['success_low']:.2f}, {r['success_high']:.2f}]  {r['return']:>6.2f}  {r['length']:>6.1f}",
-            flush=True,
-        )
+    print(
+        f"{len(targets)} tasks ({what}), {args.episodes} episodes each, {mode} actions, seed {args.seed}, "
+        f"device {device}: {', '.join(str(c) for c in checkpoints)}"
+    )
+    settings = {"split": what, "episodes": args.episodes, "seed": args.seed, "deterministic": args.deterministic}
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    columns: dict[str, list[EvalResult]] = {}
+    documents = []
+    bar = tqdm(total=len(models) * len(targets) * args.episodes, unit="episodes", file=sys.stderr, dynamic_ncols=True)
+    for label, run, path, model in zip(labels, args.runs, checkpoints, models):
+        results = []
+        for target in targets:
+            bar.set_description(f"{label}: {target.name}")
+            results.append(
+                evaluate_target(
+                    model, target, episodes=args.episodes, num_envs=args.num_envs, seed=args.seed,
+                    deterministic=args.deterministic, video_episodes=args.video_episodes if args.video else 0,
+                    on_episode=lambda: bar.update(1),
+                )
+            )
+        columns[label] = results
+        frames = read_payload(path).get("frames")
+        documents.append(report(results, run=str(run), checkpoint=str(path), frames=frames, settings=settings))
+        folder = run_dir_of(run)
+        if not args.json:
+            out = (folder if folder is not None else Path(path).parent) / "eval" / f"{what}-{stamp}.json"
+            write_json(documents[-1], out)
+            bar.write(f"{label}: results in {out}")
+        if args.video:
+            _save_videos(Path(args.video) / label, results)
+        if args.tensorboard and folder is not None:
+            _log_tensorboard(folder, results, frames or 0, what)
+    bar.close()
+    if args.json:
+        document = documents[0] if len(documents) == 1 else {"format": documents[0]["format"], "runs": documents}
+        print(f"results in {write_json(document, args.json)}")
+    print(_table(targets, columns))
     return 0
+
+
+def _save_videos(folder: Path, results: list[EvalResult]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        for k, frames in enumerate(result.videos):
+            (folder / f"{result.task}-{k}.gif").write_bytes(gif_bytes(frames))
+
+
+def _log_tensorboard(run_dir: Path, results: list[EvalResult], frames: int, what: str) -> None:
+    """``eval/<task>/success`` (and interval, return, length) at the checkpoint's frame count."""
+    logger = Logger(run_dir)
+    try:
+        for r in results:
+            prefix = f"eval/{r.task}"
+            logger.scalars(
+                {
+                    f"{prefix}/success": r.success,
+                    f"{prefix}/success_low": r.success_low,
+                    f"{prefix}/success_high": r.success_high,
+                    f"{prefix}/return": r.mean_return,
+                    f"{prefix}/episode_length": r.mean_length,
+                },
+                frames,
+            )
+            for k, video in enumerate(r.videos):
+                logger.gif(f"eval_videos/{r.task}/{k}", video, frames)
+        if results:
+            logger.scalars({f"eval/{what}/mean_success": sum(r.success for r in results) / len(results)}, frames)
+    finally:
+        logger.close()
 
 
 if __name__ == "__main__":

@@ -262,6 +262,13 @@ class MultiTaskActorCritic(nn.Module):
         action = dist.probs.argmax(-1) if deterministic else dist.sample()
         return ActOutput(action, dist.log_prob(action), self.critic(towers["value"]), state)
 
+    def action_logits(
+        self, obs: ObsBatch, state: tuple[torch.Tensor, torch.Tensor] | None = None, episode_start: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The policy's logits ``(B, 7)`` and the next memory state (for callers that sample themselves)."""
+        towers, state = self._heads_input(obs, state, episode_start)
+        return self.actor(towers["policy"]), state
+
     @torch.no_grad()
     def value(self, obs: ObsBatch, state=None, episode_start=None) -> torch.Tensor:
         """State values ``(B,)`` (for bootstrapping truncated episodes)."""

@@ -81,7 +81,18 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Mult
 
     The architecture comes from the file; nothing needs repeating.
     """
-    payload = read_payload(resolve_checkpoint(path), device=device)
-    model = MultiTaskActorCritic.from_constructor_args(payload["model"])
-    model.load_state_dict(payload["state_dict"])
+    path = resolve_checkpoint(path)
+    payload = read_payload(path, device=device)
+    try:
+        model = MultiTaskActorCritic.from_constructor_args(payload["model"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{str(path)!r} describes an architecture this version cannot build: {err}") from None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise ValueError(
+            f"{str(path)!r}: the weights do not fit the architecture the file declares "
+            f"({payload['model']['config']}): {first}"
+        ) from None
     return model.to(device).eval()

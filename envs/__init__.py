@@ -4,7 +4,7 @@
 """
 
 from envs.recognition import HELDOUT_PAIRS, TRAIN_PAIRS
-from envs.tasks import TASKS, TaskSpec, get_task, list_tasks, make
+from envs.tasks import TASKS, TaskSpec, get_task, list_tasks, make, make_external
 from envs.vector import MultiTaskVectorEnv, TaskSlot
 from envs.wrappers import FAMILIES, NOT_IN_VIEW, VOCAB, CommonObs, target_cell, tokenize
 
@@ -22,6 +22,7 @@ __all__ = [
     "get_task",
     "list_tasks",
     "make",
+    "make_external",
     "target_cell",
     "tokenize",
 ]

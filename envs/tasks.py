@@ -216,6 +216,46 @@ def make(
     return env
 
 
+def make_external(
+    env_id: str,
+    *,
+    family: str = "navigation",
+    obs: ObsMode = "symbolic",
+    mission_length: int = DEFAULT_MISSION_LENGTH,
+    render_mode: str | None = None,
+) -> gym.Env:
+    """Any registered MiniGrid or BabyAI environment id, in the common observation format.
+
+    For evaluating on environments outside the task registry. Such an env has
+    no task id (``obs["task"]`` is 0: agents conditioned on task ids cannot be
+    evaluated on it) and no mission target label (``target_cell`` is always
+    "not in view"); ``family`` decides which family's towers (PLE) it uses.
+
+    Raises:
+        ValueError: the id is not registered (close matches are named), the
+            env is not a MiniGrid env, or its view is not the 7x7 one agents see.
+    """
+    import minigrid  # noqa: F401  (registers the MiniGrid and BabyAI ids)
+    from minigrid.minigrid_env import MiniGridEnv
+
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; MiniGrid ids look like MiniGrid-DoorKey-5x5-v0."
+        raise ValueError(f"--env {env_id!r} is not a registered gymnasium id{hint}")
+    env = gym.make(env_id, render_mode=render_mode)
+    if not isinstance(env.unwrapped, MiniGridEnv):
+        env.close()
+        raise ValueError(
+            f"--env {env_id!r} is a {type(env.unwrapped).__name__}, not a MiniGrid/BabyAI environment: "
+            "agents need MiniGrid's observations and seven actions."
+        )
+    view = env.unwrapped.agent_view_size
+    if view != 7:
+        env.close()
+        raise ValueError(f"--env {env_id!r} has a {view}x{view} view; agents see the default 7x7 view.")
+    return CommonObs(env, task_index=0, num_tasks=len(TASKS), family=family, obs=obs, mission_length=mission_length)
+
+
 def format_task_table(specs: list[TaskSpec] | None = None) -> str:
     """The task table: name, family, level, split, max_steps; one task a line."""
     specs = list(TASKS.values()) if specs is None else specs

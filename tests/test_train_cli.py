@@ -34,7 +34,9 @@ def test_tiny_training_run_reports_progress_and_evaluates(tmp_path):
     ev = subprocess.run([sys.executable, "evaluate.py", str(run), "--tasks", "Empty-5x5,GoToObject-6x6-N2", "--episodes", "4"],
                         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr
-    rows = {line.split()[0]: line.split() for line in ev.stdout.splitlines()[2:]}
+    lines = ev.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("task"))
+    rows = {line.split()[0]: line.split() for line in lines[header + 1:]}
     assert set(rows) == {"Empty-5x5", "GoToObject-6x6-N2"}
     assert all(0.0 <= float(r[3]) <= 1.0 for r in rows.values())
 
