@@ -93,6 +93,11 @@ class NoCurriculum(Curriculum):
 class ThresholdCurriculum(Curriculum):
     """Open level by level as the lower levels pass a success threshold.
 
+    A level, once open, stays open: a dip of a lower task below the threshold
+    (common while a new level's tasks pull on the shared weights) gives that
+    task its full weight again instead of withdrawing the harder tasks, so
+    the set of open tasks only grows and "when was level N opened" is one frame.
+
     Args:
         threshold: moving success rate a task needs to count as mastered.
         mastered_weight: sampling weight of mastered tasks relative to the others.
@@ -107,20 +112,30 @@ class ThresholdCurriculum(Curriculum):
         self.threshold = threshold
         self.mastered_weight = mastered_weight
         self.levels = sorted({spec.level for spec in self.specs})
+        self.opened = 0  # index in self.levels of the highest open level
 
     def mastered(self, task: str) -> bool:
         window = self.outcomes[task]
         return len(window) == self.window and sum(window) / self.window >= self.threshold
 
-    def unlocked(self) -> list[str]:
-        open_levels = [self.levels[0]]
-        for lower, upper in zip(self.levels, self.levels[1:]):
-            below = [s.name for s in self.specs if s.level <= lower]
+    def _after_record(self, task: str) -> None:
+        while self.opened + 1 < len(self.levels):
+            below = [s.name for s in self.specs if s.level <= self.levels[self.opened]]
             if not all(self.mastered(name) for name in below):
                 break
-            open_levels.append(upper)
-        top = open_levels[-1]
+            self.opened += 1
+
+    def unlocked(self) -> list[str]:
+        top = self.levels[self.opened]
         return [spec.name for spec in self.specs if spec.level <= top]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "opened": self.opened}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.opened = int(state.get("opened", 0))
+        self._after_record("")  # a checkpoint from before levels were sticky
 
     def probs(self) -> dict[str, float]:
         open_ = self.unlocked()

@@ -34,6 +34,20 @@ def test_threshold_opens_level_by_level():
     assert cur.unlocked() == TASKS and cur.level() == 3
 
 
+def test_threshold_levels_stay_open_when_a_lower_task_dips():
+    cur = ThresholdCurriculum(TASKS, window=10, threshold=0.8, mastered_weight=0.25)
+    _feed(cur, "Empty-5x5", 10, 0)
+    _feed(cur, "LavaGapS5", 10, 0)
+    assert cur.level() == 2
+    _feed(cur, "LavaGapS5", 0, 5)  # forgotten for a while: 0.5
+    assert cur.unlocked() == ["Empty-5x5", "LavaGapS5", "DoorKey-5x5"] and cur.level() == 2
+    probs = cur.probs()  # the dipped task is practised at full weight again
+    assert probs["LavaGapS5"] == probs["DoorKey-5x5"] == pytest.approx(1 / 2.25)
+    restored = ThresholdCurriculum(TASKS, window=10, threshold=0.8, mastered_weight=0.25)
+    restored.load_state_dict(cur.state_dict())
+    assert restored.unlocked() == cur.unlocked() and restored.probs() == cur.probs()
+
+
 def test_threshold_needs_a_full_window():
     cur = ThresholdCurriculum(TASKS, window=10, threshold=0.8)
     _feed(cur, "Empty-5x5", 5, 0)
