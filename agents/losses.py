@@ -20,14 +20,38 @@ def _per_task_mean(values: torch.Tensor, task: torch.Tensor, num_tasks: int) -> 
     return sums / counts.clamp(min=1), counts
 
 
-def normalize_per_task(advantages: torch.Tensor, task: torch.Tensor, num_tasks: int) -> torch.Tensor:
-    """Zero-mean, unit-std advantages within each task of the batch."""
+ADVANTAGE_NORMS = ("task", "task-floor", "batch", "none")
+
+
+def normalize_per_task(advantages: torch.Tensor, task: torch.Tensor, num_tasks: int, *, floor: float = 0.0) -> torch.Tensor:
+    """Zero-mean, unit-std advantages within each task of the batch.
+
+    Args:
+        floor: a task's std is taken as at least ``floor`` times the whole
+            batch's std, so that a task whose advantages are all near zero (no
+            reward seen) is not blown up into unit-size noise.
+    """
     mean, counts = _per_task_mean(advantages, task, num_tasks)
     centred = advantages - mean[task]
     var, _ = _per_task_mean(centred.pow(2), task, num_tasks)
     # Unbiased std, as torch.std; a task with one sample is only centred.
     std = (var * counts / (counts - 1).clamp(min=1)).sqrt()
+    if floor > 0 and advantages.numel() > 1:
+        std = torch.maximum(std, floor * advantages.std())
     return centred / (std[task] + 1e-8)
+
+
+def normalize_advantages(advantages: torch.Tensor, task: torch.Tensor, num_tasks: int, how: str) -> torch.Tensor:
+    """Advantages normalised per task (``task``, ``task-floor``), over the batch (``batch``), or not (``none``)."""
+    if how == "task":
+        return normalize_per_task(advantages, task, num_tasks)
+    if how == "task-floor":
+        return normalize_per_task(advantages, task, num_tasks, floor=0.1)
+    if how == "batch":
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8) if advantages.numel() > 1 else advantages
+    if how == "none":
+        return advantages
+    raise ValueError(f"advantage_norm={how!r} is unknown; known: {', '.join(ADVANTAGE_NORMS)}.")
 
 
 def ppo_loss(
@@ -43,7 +67,7 @@ def ppo_loss(
     task_names: Sequence[str],
     clip_coef: float = 0.2,
     clip_value: bool = True,
-    normalize_advantages: bool = True,
+    advantage_norm: str = "task",
 ) -> dict[str, torch.Tensor]:
     """The clipped PPO objective (Schulman et al. 2017), per task.
 
@@ -53,7 +77,7 @@ def ppo_loss(
         task_names: name of every task index (registry order).
         clip_coef: ratio clipping range.
         clip_value: clip the value update around the old value too.
-        normalize_advantages: normalise advantages within each task.
+        advantage_norm: how advantages are normalised (see :func:`normalize_advantages`).
 
     Returns:
         For each task present in the batch: ``policy/<task>`` (the clipped
@@ -61,8 +85,7 @@ def ppo_loss(
         ``entropy/<task>`` (to maximise).
     """
     num_tasks = len(task_names)
-    if normalize_advantages:
-        advantages = normalize_per_task(advantages, task, num_tasks)
+    advantages = normalize_advantages(advantages, task, num_tasks, advantage_norm)
     ratio = (logprob - old_logprob).exp()
     policy = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef))
     value_error = (value - returns).pow(2)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from agents.buffer import Minibatch, RewardStore, RolloutBuffer
-from agents.losses import ppo_loss, recognition_accuracy, recognition_loss, reward_loss
+from agents.losses import ADVANTAGE_NORMS, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
 from agents.model import EvalOutput, MultiTaskActorCritic
 from agents.weighting import WEIGHTERS, LossWeighter, make_weighter
 
@@ -50,6 +50,8 @@ class PPOConfig:
     """Value loss coefficient."""
     max_grad_norm: float = 0.5
     """Global gradient norm clip."""
+    advantage_norm: str = "task"
+    """Advantage normalisation: task (within each task), task-floor (per task, std at least 0.1x the batch's), batch, none."""
     target_kl: float | None = None
     """Stop the epochs of an update early when the approximate KL exceeds this."""
     bptt: int = 32
@@ -85,6 +87,8 @@ class PPOConfig:
                 f"batch_size must divide num_steps * num_envs. Currently batch_size={self.batch_size}, "
                 f"num_steps={self.num_steps}, num_envs={num_envs} ({rollout} frames per rollout)."
             )
+        if self.advantage_norm not in ADVANTAGE_NORMS:
+            raise ValueError(f"advantage_norm={self.advantage_norm!r} is unknown; known: {', '.join(ADVANTAGE_NORMS)}.")
         if self.weighting not in WEIGHTERS:
             raise ValueError(f"weighting={self.weighting!r} is unknown; known: {', '.join(WEIGHTERS)}.")
 
@@ -177,6 +181,7 @@ class MultiTaskPPO:
                 terms = ppo_loss(
                     out.logprob, mb.logprobs, mb.advantages, out.entropy, out.value, mb.values, mb.returns, mb.obs.task,
                     task_names=self.task_names, clip_coef=cfg.clip_coef, clip_value=cfg.clip_value,
+                    advantage_norm=cfg.advantage_norm,
                 )
                 objectives: dict[str, torch.Tensor] = {}
                 for key, term in terms.items():

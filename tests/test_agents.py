@@ -182,7 +182,7 @@ def test_ppo_loss_is_per_task_and_matches_hand_values():
     old = torch.log(torch.tensor([0.25, 0.2, 0.4]))  # ratio 2.0 for the first sample
     adv = torch.tensor([1.0, -1.0, 3.0])
     terms = ppo_loss(logprob, old, adv, torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3), torch.zeros(3), torch.ones(3), task,
-                     task_names=task_names, clip_coef=0.2, clip_value=False, normalize_advantages=False)
+                     task_names=task_names, clip_coef=0.2, clip_value=False, advantage_norm="none")
     assert set(terms) == {"policy/a", "value/a", "entropy/a", "policy/c", "value/c", "entropy/c"}
     # task a: sample 0 clipped at 1.2 -> -1.2; sample 1 ratio 1 -> +1.0; mean -0.1
     assert terms["policy/a"].item() == pytest.approx(-0.1)

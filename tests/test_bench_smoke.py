@@ -15,3 +15,26 @@ def test_env_throughput_prints_a_ratio_per_vectorization():
     assert set(rows) == {"sync", "async"}, out
     for plain, ours, ratio, _ in rows.values():
         assert float(ratio) > 0 and float(plain.replace(",", "")) > 0 and float(ours.replace(",", "")) > 0
+
+
+def test_throughput_vs_sb3_prints_both_sides_and_ratios():
+    out = subprocess.run(
+        [sys.executable, "bench/throughput_vs_sb3.py", "--frames", "1024", "--rounds", "1", "--num-envs", "2",
+         "--num-steps", "64", "--epochs", "1"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=600,
+    ).stdout
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("sb3 ", "ours "))}
+    assert set(rows) == {"sb3", "ours"}, out
+    assert all(float(fps.replace(",", "")) > 0 and float(mb.replace(",", "")) > 50 for fps, mb in rows.values())
+    assert "ratio ours/sb3: frames/s" in out
+
+
+def test_sample_efficiency_prints_a_table_and_writes_a_plot(tmp_path):
+    plot = tmp_path / "curve.png"
+    out = subprocess.run(
+        [sys.executable, "bench/sample_efficiency.py", "--task", "Empty-5x5", "--seeds", "1", "--max-frames", "2048",
+         "--plot", str(plot)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=600,
+    ).stdout
+    assert "ratio ours/sb3: median frames" in out and "median wall time" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
