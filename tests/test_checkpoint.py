@@ -78,33 +78,35 @@ def test_a_foreign_file_is_refused(tmp_path):
 
 
 class _Interrupt:
-    """Wraps a vector env's ``step`` to raise KeyboardInterrupt (as Ctrl-C would) at a given step."""
+    """Wraps ``owner.<name>`` to raise KeyboardInterrupt (as Ctrl-C would) on its ``at_call``-th call."""
 
-    def __init__(self, env, at_step: int) -> None:
-        self.env, self.at_step, self.steps = env, at_step, 0
-        self.step = env.step
-        env.step = self
+    def __init__(self, owner, name: str, at_call: int) -> None:
+        self.at_call, self.calls = at_call, 0
+        self.wrapped = getattr(owner, name)
+        setattr(owner, name, self)
 
-    def __call__(self, actions):
-        self.steps += 1
-        if self.steps == self.at_step:
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.at_call:
             raise KeyboardInterrupt
-        return self.step(actions)
+        return self.wrapped(*args, **kwargs)
 
 
 @pytest.mark.parametrize(
-    "overrides, agent",
+    "overrides, agent, where",
     [
-        ({"schedule": "mixed", "vectorization": "sync"}, {}),
-        ({"schedule": "alternate", "vectorization": "async"}, {"memory": "lstm"}),
+        ({"schedule": "mixed", "vectorization": "sync"}, {}, "rollout"),
+        ({"schedule": "mixed", "vectorization": "sync"}, {}, "update"),
+        ({"schedule": "alternate", "vectorization": "async"}, {"memory": "lstm"}, "rollout"),
     ],
-    ids=["mixed-sync", "alternate-async-lstm"],
+    ids=["mixed-sync-in-rollout", "mixed-sync-in-update", "alternate-async-lstm-in-rollout"],
 )
-def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, overrides, agent):
-    """Ctrl-C in the middle of a rollout, then --resume: bit-identical to a run never stopped.
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, overrides, agent, where):
+    """Ctrl-C in the middle of a rollout or of an update, then --resume: bit-identical to a run never stopped.
 
     Episodes in flight at the checkpoint are replayed in fresh workers; the
-    partial rollout is dropped and redone with the same RNG states.
+    partial rollout (or half-done update) is dropped and redone with the same
+    RNG states.
     """
     tasks = "DoorKey-5x5,GoToObject-6x6-N2,FourRooms,ColorGoTo-5x5-N2"
 
@@ -118,7 +120,12 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, overrides, agent
     whole.run()  # 6 updates of 4 slots x 64 steps
 
     broken = Trainer(config("broken"), progress=False)
-    _Interrupt(broken.env, at_step=3 * 64 + 40)  # inside the 4th rollout; the newest checkpoint is from update 2
+    # Inside the 4th rollout, or after 3 of the 4th update's optimizer steps; the newest periodic checkpoint is from update 2.
+    if where == "rollout":
+        _Interrupt(broken.env, "step", at_call=3 * 64 + 40)
+    else:
+        steps_per_update = broken.config.ppo.update_epochs * (256 // broken.config.ppo.batch_size)
+        _Interrupt(broken.ppo.optimizer, "step", at_call=3 * steps_per_update + 3)
     with pytest.raises(KeyboardInterrupt):
         broken.run()
     saved = checkpoint.load(checkpoint.latest_checkpoint(tmp_path / "broken"))

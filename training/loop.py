@@ -8,6 +8,7 @@ and checkpoints hook in without rewriting it.
 
 from __future__ import annotations
 
+import copy
 import random
 import sys
 import time
@@ -246,10 +247,12 @@ class Trainer:
         Taken after every update (and at start), so that a checkpoint written
         on Ctrl-C in the middle of a rollout still describes a consistent point:
         the last update's end, from which a resumed run repeats exactly what the
-        uninterrupted one did. The model and optimizer do not change during a
-        rollout and are read at save time; everything a rollout changes is copied.
+        uninterrupted one did (Ctrl-C during an update finds the weights and the
+        optimizer half-way, hence their copies too: a few MB, once per update).
         """
         self._boundary = {
+            "state_dict": {key: value.detach().clone() for key, value in self.model.state_dict().items()},
+            "ppo": copy.deepcopy(self.ppo.state_dict()),
             "frames": self.frames,
             "updates": self.updates,
             "curriculum": self.curriculum.state_dict(),
@@ -274,7 +277,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """The learner's state at the last update's end (the agent is saved beside it by :mod:`training.checkpoint`)."""
-        return {"config": self.config.to_yaml(), "ppo": self.ppo.state_dict(), **self._boundary}
+        return {"config": self.config.to_yaml(), **self._boundary}
 
     def load_state_dict(self, payload: dict) -> None:
         """Model, PPO, curriculum, statistics and counters; the envs and RNGs follow at the end of ``__init__``."""
