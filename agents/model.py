@@ -11,7 +11,7 @@ from the observation space; everything else comes from :class:`AgentConfig`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, NamedTuple
 
 import gymnasium as gym

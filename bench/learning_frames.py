@@ -44,8 +44,13 @@ def _apply(config: RunConfig, assignments: list[str]) -> None:
             raise SystemExit(f"--set {item}: no config field named {key!r}")
 
 
-def frames_to_threshold(tasks: str, seed: int, *, threshold: float, max_frames: int, overrides: list[str]):
-    """Train until every task's rolling success >= threshold; (frames or None, seconds, final rates)."""
+def frames_to_threshold(
+    tasks: str, seed: int, *, threshold: float, max_frames: int, overrides: list[str], curve: list | None = None
+):
+    """Train until every task's rolling success >= threshold; (frames or None, seconds, final rates).
+
+    ``curve``, if given, receives ``(frames, lowest rolling success over the tasks)`` after every rollout.
+    """
     config = RunConfig(tasks=tasks, frames=max_frames, seed=seed, runs_dir=tempfile.mkdtemp(prefix="omnigrid-bench-"))
     _apply(config, overrides)
     trainer = Trainer(config, progress=False)
@@ -54,6 +59,8 @@ def frames_to_threshold(tasks: str, seed: int, *, threshold: float, max_frames: 
     try:
         while trainer.frames < max_frames:
             trainer.collect()
+            if curve is not None:
+                curve.append((trainer.frames, min(trainer.stats.success_rate(name) or 0.0 for name in config.task_list)))
             if all(
                 len(trainer.stats.success[name]) == SUCCESS_WINDOW and trainer.stats.success_rate(name) >= threshold
                 for name in config.task_list

@@ -26,7 +26,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -107,33 +106,16 @@ def run_sb3(task: str, seed: int, *, kind: str, threshold: float, max_frames: in
 
 
 def run_ours(task: str, seed: int, *, threshold: float, max_frames: int, overrides: list[str]):
+    """(frames or None, seconds, curve): the default agent, one thread, no videos or checkpoints, as SB3 runs."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from learning_frames import _apply
+    from learning_frames import frames_to_threshold
 
-    from training.config import RunConfig
-    from training.loop import SUCCESS_WINDOW, Trainer
-
-    config = RunConfig(tasks=task, frames=max_frames, seed=seed, threads=1, video_every=0, checkpoint_every=0,
-                       runs_dir=tempfile.mkdtemp(prefix="omnigrid-bench-"), run_name="sample-efficiency")
-    _apply(config, overrides)
-    trainer = Trainer(config, progress=False)
     curve: list[tuple[int, float]] = []
-    reached = None
-    start = time.perf_counter()
-    try:
-        while trainer.frames < max_frames:
-            trainer.collect()
-            window = trainer.stats.success[task]
-            if window:
-                curve.append((trainer.frames, float(np.mean(window))))
-            if len(window) == SUCCESS_WINDOW and np.mean(window) >= threshold:
-                reached = trainer.frames
-                break
-            trainer.update()
-    finally:
-        trainer.env.close()
-        trainer.logger.close()
-    return reached, time.perf_counter() - start, curve
+    fair = ["threads=1", "video_every=0", "checkpoint_every=0"]
+    reached, seconds, _ = frames_to_threshold(
+        task, seed, threshold=threshold, max_frames=max_frames, overrides=fair + overrides, curve=curve
+    )
+    return reached, seconds, curve
 
 
 def plot(curves: dict[str, list[list[tuple[int, float]]]], threshold: float, path: Path, title: str) -> None:
