@@ -29,7 +29,7 @@ import torch  # noqa: E402
 import tyro  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from agents.persist import load, read_payload, resolve_checkpoint  # noqa: E402
+from agents.persist import agent_from_payload, read_payload, resolve_checkpoint  # noqa: E402
 from training.evaluation import (  # noqa: E402
     EvalResult,
     check_compatible,
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         env_ids = [e.strip() for e in args.env.split(",") if e.strip()]
         targets = resolve_targets(split=args.split, tasks=names, env_ids=env_ids, family=args.family)
         checkpoints = [resolve_checkpoint(run) for run in args.runs]
-        models = [load(path, device=device) for path in checkpoints]
+        payloads = [read_payload(path, device=device) for path in checkpoints]  # each file read once
+        models = [agent_from_payload(payload, path, device=device) for payload, path in zip(payloads, checkpoints)]
         for model in models:
             for target in targets:
                 check_compatible(model, target)
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     columns: dict[str, list[EvalResult]] = {}
     documents = []
     bar = tqdm(total=len(models) * len(targets) * args.episodes, unit="episodes", file=sys.stderr, dynamic_ncols=True)
-    for label, run, path, model in zip(labels, args.runs, checkpoints, models):
+    for label, run, path, model, payload in zip(labels, args.runs, checkpoints, models, payloads):
         results = []
         for target in targets:
             bar.set_description(f"{label}: {target.name}")
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         columns[label] = results
-        frames = read_payload(path).get("frames")
+        frames = payload.get("frames")
         documents.append(report(results, run=str(run), checkpoint=str(path), frames=frames, settings=settings))
         folder = run_dir_of(run)
         if not args.json:

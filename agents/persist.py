@@ -82,7 +82,13 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Mult
     The architecture comes from the file; nothing needs repeating.
     """
     path = resolve_checkpoint(path)
-    payload = read_payload(path, device=device)
+    return agent_from_payload(read_payload(path, device=device), path, device=device)
+
+
+def agent_from_payload(
+    payload: dict[str, Any], path: str | os.PathLike, *, device: str | torch.device = "cpu"
+) -> MultiTaskActorCritic:
+    """The agent in an already-read checkpoint ``payload`` (``path`` names it in errors)."""
     try:
         model = MultiTaskActorCritic.from_constructor_args(payload["model"])
     except (KeyError, TypeError, ValueError) as err:

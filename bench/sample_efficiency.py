@@ -194,7 +194,7 @@ def main() -> None:
     print(f"ratio ours/sb3: median frames {med['ours'][0] / med['sb3'][0]:.2f} (target <= 0.7), "
           f"median wall time {med['ours'][1] / med['sb3'][1]:.2f} (target <= 0.5)")
     if args.plot:
-        plot(curves, args.threshold, ROOT / args.plot if not Path(args.plot).is_absolute() else Path(args.plot),
+        plot(curves, args.threshold, ROOT / args.plot,  # an absolute --plot stays as given
              f"{args.task}: ours vs SB3 PPO ({args.sb3}), seeds {', '.join(map(str, args.seeds))}")
         print(f"plot: {args.plot}")
 

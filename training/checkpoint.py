@@ -62,7 +62,8 @@ def save(run_dir: str | Path, state: dict[str, Any], model, *, final: bool = Fal
     """Write one checkpoint atomically; prune periodic ones beyond the newest ``keep``."""
     name = FINAL if final else f"ckpt-{state['frames']:012d}.pt"
     path = checkpoint_dir(run_dir) / name
-    state = {"rng": rng_state(), **state}  # the caller's RNG snapshot, if it has one, wins
+    if "rng" not in state:  # the trainer brings its own snapshot, taken at the update's end
+        state = {**state, "rng": rng_state()}
     atomic_save(agent_payload(model, vocab=list(VOCAB), **state), path)
     if not final:
         for old in list_checkpoints(run_dir)[:-keep]:

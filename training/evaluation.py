@@ -187,9 +187,9 @@ def evaluate_target(
             active = episode_of >= 0
             returns[episode_of[active]] += rewards[active]
             lengths[episode_of[active]] += 1
-            for i, e in enumerate(episode_of):
-                if e in videos:
-                    videos[e].append(env.envs[i].render())
+            # Render only the slots playing a recorded episode (0 .. video_episodes - 1).
+            for i in np.flatnonzero((episode_of >= 0) & (episode_of < video_episodes)):
+                videos[int(episode_of[i])].append(env.envs[i].render())
             done = terminated | truncated
             starts = torch.as_tensor(done, device=model.device)
             if not done.any():
