@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from agents.conditioning import CONDITIONINGS, Conditioning
+from agents.conditioning import CONDITIONINGS, MISSION_ENCODERS, Conditioning
 from agents.encoders import Encoder
 from agents.heads import ActorHead, CriticHead, RecognitionHead, RewardHead
 from agents.sharing import SHARINGS
@@ -35,6 +35,8 @@ class AgentConfig:
 
     conditioning: Literal["film", "concat", "task-id"] = "film"
     """How the task reaches the features: FiLM from the mission, mission concatenated, or task id only."""
+    mission_encoder: Literal["gru", "bow"] = "gru"
+    """How the mission's words become one vector: a GRU, or an order-aware bag of words (~10x cheaper)."""
     task_embedding: bool = False
     """Add a learned task-id embedding to the mission embedding (film and concat)."""
     sharing: Literal["hard", "mmoe", "ple"] = "hard"
@@ -60,6 +62,10 @@ class AgentConfig:
     def validate(self) -> None:
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning={self.conditioning!r} is unknown; known: {', '.join(CONDITIONINGS)}.")
+        if self.mission_encoder not in MISSION_ENCODERS:
+            raise ValueError(
+                f"mission_encoder={self.mission_encoder!r} is unknown; known: {', '.join(MISSION_ENCODERS)}."
+            )
         if self.sharing not in SHARINGS:
             raise ValueError(f"sharing={self.sharing!r} is unknown; known: {', '.join(SHARINGS)}.")
         if self.memory not in MEMORIES:
@@ -113,12 +119,14 @@ class EvalOutput(NamedTuple):
     Attributes:
         logprob, entropy, value: ``(B,)``.
         recognition: dict of recognition logits (see RecognitionHead) or None.
+        reward: reward-prediction logits ``(W, 3)`` of the ``reward_obs`` windows, or None.
     """
 
     logprob: torch.Tensor
     entropy: torch.Tensor
     value: torch.Tensor
     recognition: dict[str, torch.Tensor] | None
+    reward: torch.Tensor | None = None
 
 
 def _space_info(space: gym.spaces.Dict) -> dict[str, Any]:
@@ -165,6 +173,8 @@ class MultiTaskActorCritic(nn.Module):
             num_tasks=self.space_info["num_tasks"],
             task_embedding=config.task_embedding,
             hidden=hidden,
+            mission_encoder=config.mission_encoder,
+            mission_length=self.space_info["mission_length"],
         )
         self.memory = nn.LSTMCell(hidden, hidden) if config.memory == "lstm" else None
         self.sharing = SHARINGS[config.sharing](hidden, hidden, context_dim=hidden, num_experts=config.num_experts)
@@ -283,17 +293,44 @@ class MultiTaskActorCritic(nn.Module):
         state: tuple[torch.Tensor, torch.Tensor] | None = None,
         episode_start: torch.Tensor | None = None,
         steps: int = 1,
+        reward_obs: ObsBatch | None = None,
+        recognition_rows: int | None = None,
     ) -> EvalOutput:
         """Log-probabilities, entropy, values and aux predictions for the loss.
 
         With memory, ``obs`` holds ``steps`` time-major steps of ``B`` sequences
         (``steps * B`` rows), ``state`` their initial memory and
         ``episode_start`` where memory is reset.
+
+        ``reward_obs`` (windows of 3 steps for the reward head, see
+        :meth:`reward_logits`) go through the encoder in the same pass as
+        ``obs``: one forward and backward for both instead of two.
+        ``recognition_rows``: decode only the first rows of ``obs`` with the
+        recognition head (its output layer is the model's largest; None: all).
         """
-        towers, _ = self._heads_input(obs, state, episode_start, steps)
+        n = obs.image.shape[0]
+        both = obs if reward_obs is None else ObsBatch(*(torch.cat([a, b]) for a, b in zip(obs, reward_obs)))
+        z, ctx = self._features(both)
+        reward = None
+        if self.memory is None:
+            towers = self.sharing(z, ctx, both.family)
+            if reward_obs is not None:
+                reward = self._reward_from(towers["reward"][n:])
+                towers = {head: h[:n] for head, h in towers.items()}
+        else:
+            main, _ = self._remember(z[:n], state, episode_start, steps)
+            towers = self.sharing(main, ctx[:n], obs.family)
+            if reward_obs is not None:  # the reward head reads features without memory
+                reward = self._reward_from(self.sharing(z[n:], ctx[n:], reward_obs.family)["reward"])
         dist = Categorical(logits=self.actor(towers["policy"]))
-        recognition = self.recognition(towers["recognition"]) if self.recognition is not None else None
-        return EvalOutput(dist.log_prob(actions), dist.entropy(), self.critic(towers["value"]), recognition)
+        recognition = None
+        if self.recognition is not None:
+            recognition = self.recognition(towers["recognition"][:recognition_rows])
+        return EvalOutput(dist.log_prob(actions), dist.entropy(), self.critic(towers["value"]), recognition, reward)
+
+    def _reward_from(self, h: torch.Tensor) -> torch.Tensor:
+        assert self.reward is not None, "reward predictions need the reward head (aux includes reward)"
+        return self.reward(h.view(-1, 3, h.shape[-1]))
 
     def reward_logits(self, obs: ObsBatch) -> torch.Tensor:
         """UNREAL reward prediction for windows of 3 consecutive steps.
@@ -302,10 +339,8 @@ class MultiTaskActorCritic(nn.Module):
         Memory is skipped: the head reads the shared features of each step.
         Returns logits ``(B, 3)`` over (zero, positive, negative).
         """
-        assert self.reward is not None, "reward_logits needs the reward head (aux includes reward)"
         z, ctx = self._features(obs)
-        h = self.sharing(z, ctx, obs.family)["reward"]
-        return self.reward(h.view(-1, 3, h.shape[-1]))
+        return self._reward_from(self.sharing(z, ctx, obs.family)["reward"])
 
     # ------------------------------------------------------ SB3-style predict
     def predict(
