@@ -45,11 +45,20 @@ def _apply(config: RunConfig, assignments: list[str]) -> None:
 
 
 def frames_to_threshold(
-    tasks: str, seed: int, *, threshold: float, max_frames: int, overrides: list[str], curve: list | None = None
+    tasks: str,
+    seed: int,
+    *,
+    threshold: float,
+    max_frames: int,
+    overrides: list[str],
+    curve: list | None = None,
+    stop: bool = True,
 ):
     """Train until every task's rolling success >= threshold; (frames or None, seconds, final rates).
 
     ``curve``, if given, receives ``(frames, lowest rolling success over the tasks)`` after every rollout.
+    With ``stop=False`` the run goes on to ``max_frames`` (final rates at the budget); the frames
+    returned are still those where the threshold was first reached.
     """
     config = RunConfig(tasks=tasks, frames=max_frames, seed=seed, runs_dir=tempfile.mkdtemp(prefix="omnigrid-bench-"))
     _apply(config, overrides)
@@ -61,12 +70,13 @@ def frames_to_threshold(
             trainer.collect()
             if curve is not None:
                 curve.append((trainer.frames, min(trainer.stats.success_rate(name) or 0.0 for name in config.task_list)))
-            if all(
+            if reached is None and all(
                 len(trainer.stats.success[name]) == SUCCESS_WINDOW and trainer.stats.success_rate(name) >= threshold
                 for name in config.task_list
             ):
                 reached = trainer.frames
-                break
+                if stop:
+                    break
             trainer.update()
     finally:
         trainer.env.close()

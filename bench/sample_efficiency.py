@@ -120,30 +120,6 @@ def run_ours(task: str, seed: int, *, threshold: float, max_frames: int, overrid
     return reached, seconds, curve
 
 
-def plot(curves: dict[str, list[list[tuple[int, float]]]], threshold: float, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colours = {"ours": "tab:blue", "sb3": "tab:orange"}
-    for side, runs in curves.items():
-        for i, curve in enumerate(runs):
-            if curve:
-                x, y = zip(*curve)
-                ax.plot(x, y, color=colours[side], alpha=0.8, label=side if i == 0 else None)
-    ax.axhline(threshold, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel("frames")
-    ax.set_ylabel(f"success rate (last {WINDOW} episodes)")
-    ax.set_title(title)
-    ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def _summary(values: list[float | None], budget: float) -> tuple[float, float, float]:
     capped = [v if v is not None else budget for v in values]
     return statistics.median(capped), min(capped), max(capped)
@@ -194,8 +170,11 @@ def main() -> None:
     print(f"ratio ours/sb3: median frames {med['ours'][0] / med['sb3'][0]:.2f} (target <= 0.7), "
           f"median wall time {med['ours'][1] / med['sb3'][1]:.2f} (target <= 0.5)")
     if args.plot:
-        plot(curves, args.threshold, ROOT / args.plot,  # an absolute --plot stays as given
-             f"{args.task}: ours vs SB3 PPO ({args.sb3}), seeds {', '.join(map(str, args.seeds))}")
+        sys.path.insert(0, str(ROOT / "bench"))
+        from plotting import plot_curves
+
+        plot_curves(curves, ROOT / args.plot, threshold=args.threshold,  # an absolute --plot stays as given
+                    title=f"{args.task}: ours vs SB3 PPO ({args.sb3}), seeds {', '.join(map(str, args.seeds))}")
         print(f"plot: {args.plot}")
 
 

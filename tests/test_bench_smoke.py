@@ -38,3 +38,37 @@ def test_sample_efficiency_prints_a_table_and_writes_a_plot(tmp_path):
     ).stdout
     assert "ratio ours/sb3: median frames" in out and "median wall time" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_multitask_transfer_prints_runs_and_a_ratio_and_writes_a_plot(tmp_path):
+    plot = tmp_path / "transfer.png"
+    out = subprocess.run(
+        [sys.executable, "bench/multitask_transfer.py", "--tasks", "Empty-5x5,GoToDoor-5x5", "--seeds", "1",
+         "--max-frames", "2048", "--set", "num_envs=4", "num_steps=64", "--plot", str(plot)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=600,
+    ).stdout
+    runs = [line.split()[1] for line in out.splitlines() if line.strip().startswith("1  ") and "ratio" not in line]
+    assert runs == ["multi-task", "Empty-5x5", "GoToDoor-5x5"], out
+    assert "median transfer ratio" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_multitask_transfer_refuses_an_unknown_task_before_training():
+    proc = subprocess.run(
+        [sys.executable, "bench/multitask_transfer.py", "--tasks", "Empty-5x5,GoToDoorr-5x5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2 and "GoToDoorr-5x5" in proc.stderr and "GoToDoor-5x5" in proc.stderr
+
+
+def test_ablations_prints_one_row_per_variant_and_writes_a_plot(tmp_path):
+    plot = tmp_path / "ablations.png"
+    out = subprocess.run(
+        [sys.executable, "bench/ablations.py", "--tasks", "Empty-5x5,GoToDoor-5x5", "--groups", "aux", "sharing",
+         "--seeds", "1", "--frames", "1024", "--set", "num_envs=4", "num_steps=64", "--plot", str(plot)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=900,
+    ).stdout
+    table = out[out.index("variant"):]
+    for label in ("default", "aux: recognition", "aux: reward", "aux: none", "sharing: mmoe", "sharing: ple"):
+        assert any(line.startswith(label) for line in table.splitlines()), (label, out)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
