@@ -197,3 +197,55 @@ def test_advantages_are_normalised_within_each_task():
     assert out[:2].tolist() == pytest.approx([-0.7071, 0.7071], abs=1e-3)
     assert out[2:4].tolist() == pytest.approx([-0.7071, 0.7071], abs=1e-3)
     assert out[4].item() == 0.0
+
+
+def test_patch_matmul_convolutions_compute_what_conv2d_computes():
+    """The encoder's 2x2 convolutions are matrix products over patches: same numbers as nn.Conv2d."""
+    from agents.encoders import NUM_CELL_IDS, SymbolicCells, patches2x2
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 4, 6, 7)  # (B, C, H, W)
+    conv = torch.nn.Conv2d(4, 3, 2)
+    # The patch layout (top-left, top-right, bottom-left, bottom-right) x channels.
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(3, 4 * 4)  # (out, dy, dx, in)
+    ours = patches2x2(x.permute(0, 2, 3, 1)) @ weight.T + conv.bias
+    assert torch.allclose(ours, conv(x).permute(0, 2, 3, 1), atol=1e-5)
+
+    # The symbolic first layer: one-hot cells, so conv(one_hot(ids)) is what it reads.
+    image = torch.randint(0, 3, (2, 7, 7, 3), dtype=torch.uint8)  # ids valid for every attribute
+    hot = SymbolicCells(0)(image)
+    one_hot = torch.zeros(2, 7, 7, NUM_CELL_IDS).scatter_(-1, image.transpose(1, 2).long() + torch.tensor([0, 11, 17]), 1.0)
+    assert torch.equal(hot, patches2x2(one_hot)) and hot.sum(-1).eq(12).all()
+
+
+def test_mission_rows_are_deduplicated_exactly():
+    from agents.conditioning import _unique_rows
+
+    tokens = torch.tensor([[3, 4, 0], [5, 0, 0], [3, 4, 0], [3, 4, 7], [5, 0, 0]])
+    unique, inverse = _unique_rows(tokens)
+    assert len(unique) == 3 and torch.equal(unique[inverse], tokens)
+
+
+@pytest.mark.parametrize("mission_encoder", ["gru", "bow"])
+def test_mission_embedding_ignores_padding_and_tells_missions_apart(mission_encoder):
+    from agents.conditioning import MissionEncoder
+
+    torch.manual_seed(0)
+    enc = MissionEncoder(10, kind=mission_encoder, hidden=16, max_length=6)
+    short = enc(torch.tensor([[3, 4, 0, 0], [4, 3, 0, 0]]))
+    padded = enc(torch.tensor([[3, 4, 0, 0, 0, 0]]))
+    assert torch.allclose(short[0], padded[0], atol=1e-6)  # more padding, same mission
+    assert not torch.allclose(short[0], short[1])  # the same words in another order differ
+
+
+def test_reward_windows_in_the_minibatch_pass_match_a_separate_pass():
+    space, obs, _ = _batch(n=6)
+    model = MultiTaskActorCritic(space, AgentConfig())
+    batch = ObsBatch.from_numpy(obs, "cpu")
+    windows = batch.index(torch.tensor([0, 1, 2, 3, 4, 5]))  # two windows of three steps
+    actions = torch.zeros(6, dtype=torch.long)
+    merged = model.evaluate(batch, actions, reward_obs=windows)
+    alone = model.evaluate(batch, actions)
+    assert torch.allclose(merged.reward, model.reward_logits(windows), atol=1e-5)
+    assert torch.allclose(merged.logprob, alone.logprob, atol=1e-5) and torch.allclose(merged.value, alone.value, atol=1e-5)
+    assert model.evaluate(batch, actions, recognition_rows=2).recognition["target"].shape == (2, 50)
