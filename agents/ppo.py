@@ -106,7 +106,7 @@ class AuxHead(NamedTuple):
     Attributes:
         loss: ``(ppo, minibatch, eval_output, extra_targets, measure) -> (terms, stats)``
             or None to skip this minibatch; ``stats`` (accuracies) only when
-            ``measure`` (the last epoch), so that they cost nothing otherwise.
+            ``measure`` (the first epoch), so that they cost nothing otherwise.
         coef_field: the :class:`PPOConfig` field with the head's coefficient.
         sample: optional ``ppo -> (observations, targets) | None``: extra
             observation rows the head needs (encoded in the same forward pass
@@ -206,7 +206,9 @@ class MultiTaskPPO:
         stop = False
         for epoch in range(cfg.update_epochs):
             for mb in buffer.minibatches(cfg.batch_size, generator=self.generator, seq_len=seq_len):
-                measure = epoch == cfg.update_epochs - 1  # accuracies over one pass, the last
+                # Accuracies over one pass, the first: data the heads have not trained on yet,
+                # and an epoch that always runs (target_kl may stop the later ones).
+                measure = epoch == 0
                 extra_obs, targets = None, {}
                 for head in self.aux:
                     sampler = AUX_LOSSES[head].sample
