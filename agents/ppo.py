@@ -65,7 +65,7 @@ class PPOConfig:
     reward_coef: float = 0.1
     """Coefficient of the reward-prediction loss."""
     recognition_rows: int = 16
-    """Rows of each minibatch the recognition head decodes and learns from (0: all); over the epochs every frame still is."""
+    """Rows of each minibatch the recognition head decodes and learns from (0: all); minibatches are reshuffled every epoch."""
     reward_batch: int = 16
     """Windows of 3 steps per reward-prediction minibatch (half rewarding, half not), encoded with the minibatch."""
     reward_focal_gamma: float = 0.0
