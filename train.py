@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -86,4 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck run is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Ctrl-C / `kill -INT` stops with a checkpoint even when started in the background of a
+    # script, where the shell hands the process SIGINT already ignored (Python then keeps it so).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())

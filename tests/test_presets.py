@@ -61,6 +61,8 @@ def test_ctrl_c_writes_a_checkpoint_to_resume_from(tmp_path, vectorization):
          "--num-steps", "64", "--batch-size", "128", "--threads", "1", "--runs-dir", str(tmp_path), "--run-name", "c",
          "--checkpoint-every", "1000", "--video-every", "0", "--vectorization", vectorization],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # Started with SIGINT ignored, as a script's background job is: Ctrl-C / kill -INT must still stop it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     deadline = time.time() + 120
     while not list((tmp_path / "c").glob("events.out.tfevents.*")):
@@ -68,7 +70,14 @@ def test_ctrl_c_writes_a_checkpoint_to_resume_from(tmp_path, vectorization):
         time.sleep(0.2)
     time.sleep(3)  # a few updates
     os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # show where it is stuck (train.py dumps its stacks on SIGUSR1)
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"train.py did not stop within 120 s of Ctrl-C; its stacks:\n{err[-6000:]}") from None
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
     assert "interrupted; saved" in out and "--resume" in out
