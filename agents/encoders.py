@@ -12,8 +12,8 @@ cell:
   "bag of words" cell embedding folded into the convolution) and needs no
   gradient with respect to its input.
 * **pixels**: each rendered 8x8 cell is projected to an embedding (a
-  convolution whose kernel and stride cover exactly one cell), then the trunk
-  as above.
+  linear map of its 192 pixel values, i.e. a convolution whose kernel and
+  stride cover exactly one cell), then the trunk as above.
 
 The maps are channels-last ``(B, y, x, C)`` and every convolution is computed
 as one matrix product over its 2x2 patches: on a 7x7 view the convolutions are
@@ -52,7 +52,7 @@ class SymbolicCells(nn.Module):
 
     in_features = 4 * NUM_CELL_IDS
 
-    def __init__(self, embed_dim: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.register_buffer(
             "offsets", torch.tensor([0, NUM_OBJECT_IDS, NUM_OBJECT_IDS + NUM_COLOR_IDS]), persistent=False
@@ -102,7 +102,7 @@ class Encoder(nn.Module):
         super().__init__()
         if kind not in ENCODERS:
             raise ValueError(f"encoder={kind!r} is unknown; known: {', '.join(ENCODERS)}.")
-        self.cells = ENCODERS[kind](embed_dim)
+        self.cells = PixelCells(embed_dim) if kind == "pixels" else SymbolicCells()
         c1, c2, c3 = channels
         # 2x2 convolutions as matrix products over patches: 7 -conv-> 6 -pool-> 3 -conv-> 2 -conv-> 1.
         self.convs = nn.ModuleList(

@@ -213,7 +213,7 @@ def test_patch_matmul_convolutions_compute_what_conv2d_computes():
 
     # The symbolic first layer: one-hot cells, so conv(one_hot(ids)) is what it reads.
     image = torch.randint(0, 3, (2, 7, 7, 3), dtype=torch.uint8)  # ids valid for every attribute
-    hot = SymbolicCells(0)(image)
+    hot = SymbolicCells()(image)
     one_hot = torch.zeros(2, 7, 7, NUM_CELL_IDS).scatter_(-1, image.transpose(1, 2).long() + torch.tensor([0, 11, 17]), 1.0)
     assert torch.equal(hot, patches2x2(one_hot)) and hot.sum(-1).eq(12).all()
 
