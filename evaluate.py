@@ -30,6 +30,7 @@ import tyro  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from agents.persist import agent_from_payload, read_payload, resolve_checkpoint  # noqa: E402
+from training import cli  # noqa: E402
 from training.evaluation import (  # noqa: E402
     EvalResult,
     check_compatible,
@@ -121,7 +122,11 @@ def _table(targets, columns: dict[str, list[EvalResult]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(EvalArgs, args=argv, description=__doc__)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = cli.parse(EvalArgs, argv, description=__doc__)
+    except cli.CliError as err:
+        return _error(str(err))
     try:
         for name in ("episodes", "num_envs"):
             value = getattr(args, name)
@@ -130,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.video_episodes < 0:
             raise ValueError(f"--video-episodes={args.video_episodes} must be >= 0.")
         device = _device(args.device)
+        if args.json:
+            if Path(args.json).is_dir():
+                raise ValueError(f"--json {args.json!r} is a folder; give a file name (results.json).")
+            cli.check_writable(Path(args.json).parent, f"--json {args.json!r}")
+        if args.video:
+            cli.check_writable(args.video, f"--video {args.video!r}")
         names = [t.strip() for t in args.tasks.split(",") if t.strip()]
         env_ids = [e.strip() for e in args.env.split(",") if e.strip()]
         targets = resolve_targets(split=args.split, tasks=names, env_ids=env_ids, family=args.family)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import faulthandler
 import os
 import signal
@@ -22,68 +23,102 @@ import tyro  # noqa: E402
 import yaml  # noqa: E402
 
 from envs.tasks import format_task_table  # noqa: E402
-from training import checkpoint  # noqa: E402
-from training.config import RunConfig  # noqa: E402
+from training import checkpoint, cli  # noqa: E402
+from training.checkpoint import RunStopped  # noqa: E402
+from training.config import RESUMABLE, RunConfig  # noqa: E402
+
+
+def _error(message: str) -> int:
+    print(f"train.py: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _read_config(path: Path, what: str) -> RunConfig:
+    try:
+        config = RunConfig.from_yaml(path.read_text())
+        config.check_types()
+    except yaml.YAMLError as err:
+        raise ValueError(f"{what} {str(path)!r} is not valid YAML: {' '.join(str(err).split())}") from None
+    except ValueError as err:
+        raise ValueError(f"{what} {str(path)!r}: {err}") from None
+    return config
+
+
+def _take(argv: list[str], flag: str, example: str) -> tuple[list[str], str | None]:
+    """Remove ``flag VALUE`` from argv; (rest, VALUE or None)."""
+    if flag not in argv:
+        return argv, None
+    at = argv.index(flag)
+    if at + 1 >= len(argv) or argv[at + 1].startswith("--"):
+        raise ValueError(f"{flag} needs a value: {flag} {example}.")
+    return argv[:at] + argv[at + 2 :], argv[at + 1]
+
+
+def parse_args(argv: list[str]) -> tuple[RunConfig, Path | None]:
+    """The validated config and the checkpoint to resume from; ValueError (one line) on any bad input.
+
+    Nothing is written here: a bad value stops the run before its folder exists.
+    """
+    argv, run = _take(argv, "--resume", "runs/<run>")
+    argv, preset = _take(argv, "--config", "configs/quick.yaml")
+    default, saved, resume = RunConfig(), None, None
+    if run is not None:
+        if preset is not None:
+            raise ValueError("--config and --resume cannot be combined: a resumed run keeps its own config.")
+        folder = Path(run)
+        if not folder.is_dir():
+            raise ValueError(f"--resume {run!r} does not exist; give a run folder (runs/<run>).")
+        if not (folder / "config.yaml").is_file():
+            raise ValueError(f"--resume {run!r} is not a run folder: it has no config.yaml.")
+        saved = _read_config(folder / "config.yaml", "--resume")
+        resume = checkpoint.resumable_checkpoint(folder)  # None: killed before its first checkpoint
+        default = copy.deepcopy(saved)
+        default.run_name, default.runs_dir = folder.name, str(folder.parent)
+    elif preset is not None:
+        if not Path(preset).is_file():
+            raise ValueError(f"--config {preset!r} does not exist; presets live in configs/.")
+        default = _read_config(Path(preset), "--config")
+    config = cli.parse(tyro.conf.OmitArgPrefixes[RunConfig], argv, default=default, description=__doc__)
+    if saved is not None:
+        conflicts = config.resume_conflicts(saved)
+        if conflicts:
+            raise ValueError(
+                f"--resume {run!r} conflicts with {', '.join(conflicts)}; a resume may change only "
+                f"{', '.join(RESUMABLE)} (start a new run, or --init-from this one, to change the rest)."
+            )
+    config.validate()
+    config.check_writable()
+    return config, resume
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     if "--list-tasks" in argv:
         print(format_task_table())
         return 0
-    resume = None
-    default = RunConfig()
     try:
-        if "--resume" in argv:
-            at = argv.index("--resume")
-            if at + 1 >= len(argv):
-                raise ValueError("--resume needs a run folder: --resume runs/<run>.")
-            run = Path(argv[at + 1])
-            argv = argv[:at] + argv[at + 2 :]
-            if not (run / "config.yaml").is_file():
-                raise ValueError(f"{str(run)!r} is not a run folder: it has no config.yaml.")
-            resume = checkpoint.latest_checkpoint(run)
-            if resume is None:
-                raise ValueError(f"{str(run)!r} has no checkpoint to resume from (checkpoints/ is empty).")
-            default = RunConfig.from_yaml((run / "config.yaml").read_text())
-            default.run_name, default.runs_dir = run.name, str(run.parent)
-        if "--config" in argv:
-            if resume is not None:
-                raise ValueError("--config and --resume cannot be combined: a resumed run keeps its own config.")
-            at = argv.index("--config")
-            if at + 1 >= len(argv):
-                raise ValueError("--config needs a YAML file: --config configs/quick.yaml.")
-            preset = Path(argv[at + 1])
-            argv = argv[:at] + argv[at + 2 :]
-            if not preset.is_file():
-                raise ValueError(f"--config {str(preset)!r} does not exist; presets live in configs/.")
-            try:
-                default = RunConfig.from_yaml(preset.read_text())
-            except yaml.YAMLError as err:
-                raise ValueError(f"--config {str(preset)!r} is not valid YAML: {str(err).splitlines()[0]}") from None
+        config, resume = parse_args(argv)
     except ValueError as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 2
-    config = tyro.cli(tyro.conf.OmitArgPrefixes[RunConfig], args=argv, default=default, description=__doc__)
-    try:
-        config.validate()
-    except ValueError as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
     from training.loop import Trainer
 
     device = config.resolved_device()
-    verb = f"resuming {resume}:" if resume else "training on"
-    print(f"{verb} {len(config.task_list)} tasks, {config.frames:,} frames, {config.num_envs} envs, device {device}")
+    if "--resume" in argv:
+        where = f"resuming {resume}:" if resume else "no checkpoint yet; starting the run over:"
+    else:
+        where = "training on"
+    print(f"{where} {len(config.task_list)} tasks, {config.frames:,} frames, {config.num_envs} envs, device {device}")
     try:
         trainer = Trainer(config, resume=resume)
     except ValueError as err:  # e.g. --init-from a run with another architecture
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
     try:
         trainer.run()
     except KeyboardInterrupt:
         return 130
+    except RunStopped as err:  # repeated env crashes, non-finite losses, a full disk: the last good state is saved
+        print(f"train.py: stopped: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,12 +2,18 @@
 
 A file holds ``{"format": ..., "model": constructor args, "state_dict": ...}``
 and optionally more (the trainer's state). Writes are atomic (temporary file,
-fsync, rename), so a crash never leaves a half-written file under the real
-name. Loading uses ``weights_only=True``: no arbitrary objects are unpickled.
+fsync, rename, fsync of the folder), so a crash never leaves a half-written
+file under the real name; beside each file, ``<file>.sha256`` holds the
+SHA-256 of its bytes (the ``sha256sum`` format, so ``sha256sum -c`` checks it
+too), and reading verifies it: a file damaged after it was written (a bad
+disk, a copy cut short) is refused rather than loaded. Loading uses
+``weights_only=True``: no arbitrary objects are unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -20,22 +26,66 @@ from agents.model import MultiTaskActorCritic
 FORMAT = "omnigrid-agent-1"
 CHECKPOINT_DIR = "checkpoints"
 FINAL = "final.pt"
+DIGEST_SUFFIX = ".sha256"
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same folder."""
+def digest_path(path: str | os.PathLike) -> Path:
+    """Where the SHA-256 of ``path`` is kept: ``<path>.sha256``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def _write_atomically(data: bytes, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` through a temporary file in the same folder, then its ``.sha256``.
+
+    A crash (or a full disk) at any point leaves the previous file under ``path``
+    untouched or the new one complete. Between the two renames, the new file has
+    an old digest or none: an old digest fails verification (the file is then
+    treated as damaged), a missing one only skips the checksum.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    digest = hashlib.sha256(data).hexdigest()
+    digest_path(path).unlink(missing_ok=True)  # never leave a stale digest beside a new file
+    _write_atomically(data, path)
+    _write_atomically(f"{digest}  {path.name}\n".encode(), digest_path(path))
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (a power cut after return keeps them)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove(path: str | os.PathLike) -> None:
+    """Delete a saved file and its digest."""
+    Path(path).unlink(missing_ok=True)
+    digest_path(path).unlink(missing_ok=True)
 
 
 def agent_payload(model: MultiTaskActorCritic, **extra: Any) -> dict[str, Any]:
@@ -66,14 +116,45 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def read_payload(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint's contents (``weights_only=True``); a ValueError if it is not one of ours."""
+    """A checkpoint's contents (``weights_only=True``); a ValueError if it is damaged or not one of ours.
+
+    The file's SHA-256 is checked against ``<path>.sha256`` when that exists,
+    then the structure: the format tag, the constructor arguments, the weights.
+    """
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise ValueError(f"{str(path)!r} cannot be read: {err.strerror}.") from None
+    expected = _expected_digest(path)
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise ValueError(
+            f"{str(path)!r} is damaged: its SHA-256 does not match {digest_path(path).name} "
+            f"({len(data):,} bytes; truncated or altered after it was written)."
+        )
+    try:
+        payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as err:  # a truncated or foreign file
-        raise ValueError(f"{str(path)!r} is not a readable checkpoint: {err}") from None
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{str(path)!r} is not a readable checkpoint: {first}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not an omnigrid checkpoint (format {FORMAT}).")
+    model, state = payload.get("model"), payload.get("state_dict")
+    if not isinstance(model, dict) or "config" not in model or not isinstance(state, dict):
+        raise ValueError(f"{str(path)!r} is damaged: it lacks the agent's architecture or weights.")
+    bad = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{str(path)!r} is damaged: weights {bad[:3]} are not tensors.")
     return payload
+
+
+def _expected_digest(path: str | os.PathLike) -> str | None:
+    """The hex digest recorded beside ``path``; None if there is no record (e.g. a copied file)."""
+    try:
+        text = digest_path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    head = text.split()[0] if text.split() else ""
+    return head.lower() if len(head) == 64 else None
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> MultiTaskActorCritic:

@@ -85,7 +85,7 @@ class PPOConfig:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be in [0, 1].")
         for name in ("clip_coef", "ent_coef", "vf_coef", "recognition_coef", "reward_coef", "reward_focal_gamma"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0.")
         rollout = self.num_steps * num_envs
         if rollout % self.batch_size:
@@ -97,6 +97,10 @@ class PPOConfig:
             raise ValueError(f"advantage_norm={self.advantage_norm!r} is unknown; known: {', '.join(ADVANTAGE_NORMS)}.")
         if self.weighting not in WEIGHTERS:
             raise ValueError(f"weighting={self.weighting!r} is unknown; known: {', '.join(WEIGHTERS)}.")
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A minibatch's loss or gradient was NaN or infinite; the optimizer step was not taken."""
 
 
 # ------------------------------------------------------------ auxiliary losses
@@ -244,6 +248,10 @@ class MultiTaskPPO:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
+                if not torch.isfinite(loss.detach() + grad_norm):  # one sync for both
+                    bad = [key for key, term in terms.items() if not torch.isfinite(term.detach()).all()]
+                    what = f"loss terms {', '.join(bad)}" if bad else ("loss" if not torch.isfinite(loss) else "gradient")
+                    raise NonFiniteLoss(f"non-finite {what} at epoch {epoch + 1}, minibatch {counts['losses/total'] + 1}")
                 self.optimizer.step()
 
                 with torch.no_grad():

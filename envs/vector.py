@@ -30,6 +30,14 @@ time it runs after that reset (later episodes continue that env's stream), so
 the whole stream of observations is a function of the seed and the task
 assignments.
 
+Crashes: an exception raised by a task env inside ``step`` or ``reset`` does
+not end the run. The slot drops that env (a fresh one is built on next use)
+and ends the episode as truncated, with ``final_info["crashed"]`` holding the
+error; the episode counts as failed. With ``async``, a worker process that
+dies (killed, segfault) is restarted on a fresh slot the same way
+(:class:`RestartingAsyncVectorEnv`). Deciding when crashes are too many is the
+learner's job (the trainer stops a run whose task keeps crashing).
+
 Exact resume: :meth:`MultiTaskVectorEnv.get_state` returns, per slot, plain
 data (generator states, the current episode's reset seed and the actions taken
 since), and :meth:`MultiTaskVectorEnv.set_state` rebuilds every slot from it
@@ -40,15 +48,20 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import signal
-from collections.abc import Mapping, Sequence
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+from gymnasium.vector.async_vector_env import AsyncState, _async_worker
+from gymnasium.vector.utils import CloudpickleWrapper, iterate
 
 from envs.tasks import TASK_INDEX, TASK_NAMES, TASKS, get_task, make
 from envs.wrappers import DEFAULT_MISSION_LENGTH, VIEW_SIZE, VOCAB, ObsMode, observation_space
@@ -57,6 +70,7 @@ Vectorization = Literal["sync", "async"]
 VECTORIZATIONS: tuple[str, ...] = ("sync", "async")
 
 LABEL_KEYS: tuple[str, ...] = ("view_labels", "target_cell")
+RESET_ATTEMPTS = 3  # consecutive failed resets of a slot before the error is raised
 
 
 class Packing:
@@ -162,6 +176,7 @@ class TaskSlot(gym.Env):
         self._episode_rng: dict[str, Any] | None = None
         self._actions: list[int] = []
         self._restored: np.ndarray | None = None
+        self._last: np.ndarray | None = None  # the last observation sent: a crashed episode's final one
 
     @property
     def task_probs(self) -> np.ndarray:
@@ -192,6 +207,18 @@ class TaskSlot(gym.Env):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
             self._seeded.clear()
+        for attempt in range(RESET_ATTEMPTS):
+            try:
+                return self._reset(options)
+            except Exception as err:
+                if attempt == RESET_ATTEMPTS - 1:
+                    raise RuntimeError(
+                        f"task {TASK_NAMES[self.task_index]} failed to reset {RESET_ATTEMPTS} times in a row: "
+                        f"{type(err).__name__}: {err}"
+                    ) from err
+                self._drop_current(err)
+
+    def _reset(self, options: dict[str, Any] | None):
         nonzero = np.flatnonzero(self._probs)
         if nonzero.size == 1:
             self.task_index = int(nonzero[0])
@@ -206,13 +233,35 @@ class TaskSlot(gym.Env):
         self._episode_seed, self._actions = env_seed, []
         self._episode_rng = None if env_seed is not None else self._current.unwrapped.np_random.bit_generator.state
         obs, info = self._current.reset(seed=env_seed, options=options)
-        return self.packing.pack(obs, info), info
+        self._last = self.packing.pack(obs, info)
+        return self._last, info
 
     def step(self, action):
         assert self._current is not None, "TaskSlot.step called before reset"
         self._actions.append(int(action))
-        obs, reward, terminated, truncated, info = self._current.step(action)
-        return self.packing.pack(obs, info), reward, terminated, truncated, info
+        try:
+            obs, reward, terminated, truncated, info = self._current.step(action)
+        except Exception as err:
+            # The episode ends here, failed; the env that raised is rebuilt on next use.
+            crash = self._drop_current(err)
+            return self._last, 0.0, False, True, {"success": False, "crashed": crash}
+        self._last = self.packing.pack(obs, info)
+        return self._last, reward, terminated, truncated, info
+
+    def _drop_current(self, err: Exception) -> str:
+        """Forget the task env that raised ``err``; returns the one-line description of the crash."""
+        crash = f"{TASK_NAMES[self.task_index]}: {type(err).__name__}: {err}"
+        print(f"warning: environment crashed ({crash}); the slot continues on a fresh env.", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        env = self._envs.pop(self.task_index, None)
+        self._seeded.discard(self.task_index)
+        self._current = None
+        if env is not None:
+            try:
+                env.close()
+            except Exception:
+                pass
+        return crash
 
     @property
     def episode_state(self) -> dict[str, Any]:
@@ -308,6 +357,137 @@ def _probs_row(probs: Mapping[str, float] | Sequence[float] | np.ndarray) -> np.
     return row / total
 
 
+class RestartingAsyncVectorEnv(AsyncVectorEnv):
+    """gymnasium's ``AsyncVectorEnv`` whose dead workers are restarted instead of ending the run.
+
+    A worker that stops answering because its process died (``kill -9``, a
+    segfault in a native env, the OOM killer) is replaced by a fresh process on
+    the same slot index and shared-memory row, reset, and set up by
+    ``slot_setup(index)`` (attribute values to restore, e.g. the slot's task
+    probabilities). The step in which the death is noticed reports that slot's
+    episode as truncated with ``final_info["crashed"]`` set and the slot's last
+    observation as its final one. Exceptions raised *inside* a worker are not
+    deaths: they are re-raised as gymnasium does (task envs' own exceptions are
+    already caught by :class:`TaskSlot`).
+
+    Args:
+        env_fns, **kwargs: as ``AsyncVectorEnv`` (``autoreset_mode`` must be ``SAME_STEP``).
+        slot_setup: ``index -> [(attribute, value), ...]`` set on a restarted slot.
+    """
+
+    def __init__(self, env_fns, *, slot_setup: Callable[[int], list[tuple[str, Any]]] | None = None, **kwargs) -> None:
+        self._mp_context = kwargs.get("context")
+        # Observations travel in the step replies (a few hundred bytes per slot), not in
+        # shared memory: a restarted worker then needs nothing of the dead one's.
+        super().__init__(env_fns, shared_memory=False, **kwargs)
+        assert self.autoreset_mode == AutoresetMode.SAME_STEP, "restarts report crashes the SAME_STEP way"
+        self.slot_setup = slot_setup or (lambda index: [])
+        self.restarts = 0
+        self._pending: dict[int, tuple[str, np.ndarray, np.ndarray, dict]] = {}  # slot -> crash report for its next step
+
+    def _revive(self) -> None:
+        """Restart the workers that died since the last operation (each public operation starts here)."""
+        for index, process in enumerate(self.processes):
+            if not process.is_alive() and index not in self._pending:
+                self._restart(index)
+
+    def _restart(self, index: int) -> None:
+        old = self.processes[index]
+        old.join(timeout=2)  # its pipe closed: the process is exiting, if not gone already
+        reason = f"worker process died (exit code {old.exitcode})"
+        if old.is_alive():
+            reason = "worker stopped answering"
+            old.terminate()
+            old.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.parent_pipes[index].close()
+        ctx = multiprocessing.get_context(self._mp_context)
+        parent_pipe, child_pipe = ctx.Pipe()
+        process = ctx.Process(
+            target=_async_worker,
+            name=old.name,
+            args=(index, CloudpickleWrapper(self.env_fns[index]), child_pipe, parent_pipe, None, self.error_queue,
+                  self.autoreset_mode, None),
+            daemon=old.daemon,
+        )
+        process.start()
+        child_pipe.close()
+        self.processes[index], self.parent_pipes[index] = process, parent_pipe
+        for name, value in self.slot_setup(index):
+            parent_pipe.send(("_setattr", (name, value)))
+            parent_pipe.recv()
+        parent_pipe.send(("reset", {}))
+        (observation, info), ok = parent_pipe.recv()
+        if not ok:
+            raise RuntimeError(f"environment slot {index} could not be restarted after its {reason}")
+        last = np.array(self.observations[index], copy=True)  # the dead slot's last observation
+        self._pending[index] = (reason, last, observation, info)
+        self.restarts += 1
+        print(f"warning: environment slot {index}: {reason}; restarted on a fresh env.", file=sys.stderr)
+
+    def reset_async(self, *args, **kwargs):
+        self._revive()
+        return super().reset_async(*args, **kwargs)
+
+    def reset_wait(self, *args, **kwargs):
+        # Slots restarted before this reset are reset again: their crash is still reported at the next step.
+        obs, info = super().reset_wait(*args, **kwargs)
+        for index, (reason, last, _, reset_info) in list(self._pending.items()):
+            self._pending[index] = (reason, last, np.array(obs[index], copy=True), reset_info)
+        return obs, info
+
+    def step_async(self, actions) -> None:
+        self._revive()
+        self._assert_is_running()
+        for index, (pipe, action) in enumerate(zip(self.parent_pipes, iterate(self.action_space, actions))):
+            if index in self._pending:
+                continue  # restarted: its result this step is the crash report
+            try:
+                pipe.send(("step", action))
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                self._restart(index)
+        self._state = AsyncState.WAITING_STEP
+
+    def step_wait(self, timeout: float | None = None):
+        self._assert_is_running()
+        observations, rewards, terminations, truncations, infos, successes = [], [], [], [], {}, []
+        for index in range(self.num_envs):
+            if index not in self._pending:
+                try:
+                    result, success = self.parent_pipes[index].recv()
+                except (EOFError, ConnectionResetError, BrokenPipeError, OSError):
+                    self._restart(index)
+            if index in self._pending:
+                reason, last, observation, reset_info = self._pending.pop(index)
+                info = {"final_info": {"success": False, "crashed": reason}, "final_obs": last, **reset_info}
+                result, success = (observation, 0.0, False, True, info), True
+            successes.append(success)
+            if success:
+                observations.append(result[0])
+                rewards.append(result[1])
+                terminations.append(result[2])
+                truncations.append(result[3])
+                infos = self._add_info(infos, result[4], index)
+        self._raise_if_errors(successes)
+        self.observations = np.stack(observations)
+        self._state = AsyncState.DEFAULT
+        return (
+            np.array(self.observations, copy=True) if self.copy else self.observations,
+            np.array(rewards, dtype=np.float64),
+            np.array(terminations, dtype=np.bool_),
+            np.array(truncations, dtype=np.bool_),
+            infos,
+        )
+
+    def call_async(self, *args, **kwargs):
+        self._revive()
+        return super().call_async(*args, **kwargs)
+
+    def set_attr(self, *args, **kwargs):
+        self._revive()
+        return super().set_attr(*args, **kwargs)
+
+
 class MultiTaskVectorEnv(gym.vector.VectorWrapper):
     """``num_envs`` :class:`TaskSlot` s behind gymnasium's vector-env API.
 
@@ -355,7 +535,9 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
             for i in range(num_envs)
         ]
         if vectorization == "async":
-            env = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context=context)
+            env = RestartingAsyncVectorEnv(
+                fns, autoreset_mode=AutoresetMode.SAME_STEP, context=context, slot_setup=self._slot_setup
+            )
         else:
             env = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
         super().__init__(env)
@@ -364,6 +546,10 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.vectorization: Vectorization = vectorization
         self._probs = np.stack([_probs_row({tasks[i % len(tasks)]: 1.0}) for i in range(num_envs)])
+
+    def _slot_setup(self, index: int) -> list[tuple[str, Any]]:
+        """What a restarted worker's slot must be told: its current task probabilities."""
+        return [("task_probs", self._probs[index])]
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         obs, info = self.env.reset(seed=seed, options=options)

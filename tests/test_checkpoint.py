@@ -67,7 +67,7 @@ def test_resume_from_the_command_line_and_bad_run_folders(tmp_path):
     assert load(tmp_path / "ck").space_info["num_tasks"] > 0  # agents.load reads the same files
     bad = subprocess.run([sys.executable, "train.py", "--resume", str(tmp_path / "missing")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "is not a run folder" in bad.stderr
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
 
 
 def test_a_foreign_file_is_refused(tmp_path):

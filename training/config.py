@@ -7,7 +7,12 @@ configs are flattened on the command line (``--conditioning film``, not
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
 import time
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,6 +26,53 @@ from envs.curriculum import CURRICULA, Curriculum, FamilySchedule, make_curricul
 from envs.tasks import get_task, list_tasks
 
 DEFAULT_TASKS = ",".join(spec.name for spec in list_tasks(split="train"))
+
+# What ``--resume`` may change: how long, where and how the run is carried out and
+# reported. Anything else (tasks, agent, PPO, seed, curriculum...) would make the
+# resumed run a different experiment from the checkpoint it continues.
+RESUMABLE = (
+    "frames", "device", "threads", "vectorization", "video_every", "video_max_steps", "checkpoint_every",
+    "keep_checkpoints", "log_every", "max_env_crashes", "max_bad_updates",
+)
+
+
+def check_types(config: object) -> None:
+    """Raise ValueError if a field of a config dataclass holds a value of the wrong type (e.g. from YAML)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        if dataclasses.is_dataclass(value):
+            continue
+        if not _fits(value, hint):
+            raise ValueError(f"{f.name}={value!r} must be {_describe(hint)}.")
+
+
+def _fits(value: object, hint: object) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _describe(hint: object) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string", type(None): "null"}.get(
+        hint, str(hint)
+    )
 
 
 @dataclass
@@ -73,6 +125,10 @@ class RunConfig:
     """Parent folder of all runs."""
     log_every: int = 10
     """Print per-task success on the console every this many updates."""
+    max_env_crashes: int = 10
+    """Environment crashes (exceptions, dead workers) of one task tolerated; one more stops the run with a checkpoint."""
+    max_bad_updates: int = 3
+    """Consecutive updates skipped for a NaN/Inf loss or gradient before the run stops with the last good parameters."""
     agent: AgentConfig = field(default_factory=AgentConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
@@ -82,6 +138,7 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad value and what is allowed."""
+        self.check_types()
         if not self.task_list:
             raise ValueError("tasks is empty; give at least one task name (python train.py --list-tasks).")
         for name in self.task_list:
@@ -106,7 +163,10 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name}={value!r} must be an integer >= 0 (0 = never).")
-        for name in ("frames", "num_envs", "log_every", "curriculum_window", "video_max_steps", "keep_checkpoints"):
+        for name in (
+            "frames", "num_envs", "log_every", "curriculum_window", "video_max_steps", "keep_checkpoints",
+            "max_env_crashes", "max_bad_updates",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
@@ -120,6 +180,11 @@ class RunConfig:
             raise ValueError(f"run_name={self.run_name!r} must be a plain folder name (no '/').")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but no CUDA device is available here; use --device cpu or auto.")
+
+    def check_types(self) -> None:
+        """Raise ValueError if any field (nested ones too) holds a value of the wrong type."""
+        for part in (self, self.agent, self.ppo):
+            check_types(part)
 
     def make_curriculum(self) -> Curriculum:
         kwargs: dict = {"window": self.curriculum_window}
@@ -154,10 +219,31 @@ class RunConfig:
         if not isinstance(data, dict):
             raise ValueError("the config file does not hold a mapping of fields.")
         agent, ppo = data.pop("agent", {}) or {}, data.pop("ppo", {}) or {}
-        try:
-            return cls(**data, agent=AgentConfig(**agent), ppo=PPOConfig(**ppo))
-        except TypeError as err:
-            raise ValueError(f"the config file has a field this version does not know: {err}") from None
+        for where, part, kind in (("", data, cls), ("agent.", agent, AgentConfig), ("ppo.", ppo, PPOConfig)):
+            if not isinstance(part, dict):
+                raise ValueError(f"{where.rstrip('.') or 'the file'} must be a mapping of fields; got {part!r}.")
+            known = [f.name for f in dataclasses.fields(kind) if f.name not in ("agent", "ppo")]
+            for key in part:
+                if key not in known:
+                    close = difflib.get_close_matches(str(key), known, n=3, cutoff=0.6)
+                    hint = f"did you mean {', '.join(close)}?" if close else f"known fields: {', '.join(known)}."
+                    raise ValueError(f"unknown field {where}{key}; {hint}")
+        return cls(**data, agent=AgentConfig(**agent), ppo=PPOConfig(**ppo))
+
+    def resume_conflicts(self, saved: "RunConfig") -> list[str]:
+        """Fields set differently from the run being resumed, beyond what a resume may change (:data:`RESUMABLE`)."""
+        mine, theirs = self.flat(), saved.flat()
+        return [
+            f"{key}={mine[key]!r} (the run has {theirs[key]!r})"
+            for key in mine
+            if key not in RESUMABLE + ("run_name", "runs_dir") and mine[key] != theirs[key]
+        ]
+
+    def check_writable(self) -> None:
+        """Raise ValueError unless the run folder can be created and written (before any work starts)."""
+        from training.cli import check_writable
+
+        check_writable(Path(self.runs_dir) / (self.run_name or ""), f"runs_dir={self.runs_dir!r}")
 
     def resolved_threads(self) -> int:
         """Torch CPU threads to use: oversubscribed cores make small-batch torch ops crawl."""

@@ -22,13 +22,14 @@ from tqdm import tqdm
 
 from agents.buffer import RolloutBuffer
 from agents.model import MultiTaskActorCritic, ObsBatch
-from agents.ppo import MultiTaskPPO
+from agents.ppo import MultiTaskPPO, NonFiniteLoss
 from envs.curriculum import FamilySchedule
 from envs.tasks import TASK_NAMES, TASKS, make
 from envs.wrappers import FAMILIES
 from envs.vector import MultiTaskVectorEnv
 from agents.persist import resolve_checkpoint
 from training import checkpoint
+from training.checkpoint import RunStopped
 from training.config import RunConfig
 from training.logger import Logger, hparams_markdown
 
@@ -95,6 +96,9 @@ class Trainer:
         self.progress = progress
         self.frames = 0
         self.updates = 0
+        self.env_crashes: dict[str, int] = defaultdict(int)  # per task, over the run
+        self.skipped_updates = 0  # over the run (non-finite loss or gradient)
+        self._bad_in_a_row = 0
         payload = checkpoint.load(resume) if resume is not None else None
         if payload is not None:
             self.load_state_dict(payload)
@@ -103,7 +107,11 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(config.to_yaml())
         # On resume, TensorBoard drops events logged after the checkpoint: no duplicated steps.
-        self.logger = Logger(self.run_dir, purge_step=self.frames + 1 if payload is not None else None)
+        # A run started over in its folder (killed before its first checkpoint) drops them all.
+        purge = self.frames + 1 if payload is not None else None
+        if payload is None and any(self.run_dir.glob("events.out.tfevents.*")):
+            purge = 0
+        self.logger = Logger(self.run_dir, purge_step=purge)
         if payload is None:
             self.logger.text("hparams", hparams_markdown(config.flat()))
         self._video_envs: dict[str, object] = {}
@@ -174,21 +182,59 @@ class Trainer:
     def _track_episodes(self, tasks: np.ndarray, rewards: np.ndarray, done: np.ndarray, info: dict) -> None:
         self._ep_return += rewards
         self._ep_length += 1
+        crashed = info["final_info"].get("_crashed") if done.any() else None
         for i in np.flatnonzero(done):
+            if crashed is not None and crashed[i]:
+                self._count_crash(TASK_NAMES[tasks[i]], str(info["final_info"]["crashed"][i]))
             success = bool(info["final_info"]["success"][i])
             self.stats.add(TASK_NAMES[tasks[i]], success, float(self._ep_return[i]), int(self._ep_length[i]))
             self.curriculum.record(TASK_NAMES[tasks[i]], success)
         self._ep_return[done] = 0.0
         self._ep_length[done] = 0
 
+    def _count_crash(self, task: str, reason: str) -> None:
+        """An episode ended by an environment crash: counted as failed (by the caller), logged, limited."""
+        self.env_crashes[task] += 1
+        count, limit = self.env_crashes[task], self.config.max_env_crashes
+        tqdm.write(f"[{self.frames:,} frames] environment crash {count}/{limit} of {task}: {reason}", file=sys.stderr)
+        if count > limit:
+            raise RunStopped(
+                f"task {task} crashed {count} times (max_env_crashes={limit}); last: {reason}"
+            )
+
     # -------------------------------------------------------------- updating
     def update(self) -> dict[str, float]:
-        """One PPO update on the collected rollout."""
+        """One PPO update on the collected rollout.
+
+        A NaN or infinite loss or gradient skips the update: the parameters and
+        optimizer go back to the last update's end and the rollout is dropped.
+        ``max_bad_updates`` skips in a row stop the run (:class:`RunStopped`).
+        """
         cfg = self.config.ppo
         if cfg.anneal_lr:
             self.ppo.set_learning_rate(cfg.learning_rate * max(0.0, 1.0 - self.frames / self.config.frames))
         self.model.train()
-        stats = self.ppo.update(self.buffer)
+        try:
+            stats = self.ppo.update(self.buffer)
+            self._bad_in_a_row = 0
+        except NonFiniteLoss as err:
+            self.model.load_state_dict(self._boundary["state_dict"])
+            self.ppo.load_state_dict(copy.deepcopy(self._boundary["ppo"]))
+            self.skipped_updates += 1
+            self._bad_in_a_row += 1
+            tqdm.write(
+                f"[{self.frames:,} frames] update skipped: {err}; parameters kept from the previous update "
+                f"({self._bad_in_a_row}/{self.config.max_bad_updates} in a row)",
+                file=sys.stderr,
+            )
+            if self._bad_in_a_row >= self.config.max_bad_updates:
+                raise RunStopped(
+                    f"{self._bad_in_a_row} updates in a row had a NaN/Inf loss or gradient (last: {err}); "
+                    "lower learning_rate or max_grad_norm, or check the reward scale"
+                ) from None
+            stats = {}
+        stats["charts/skipped_updates"] = float(self.skipped_updates)
+        stats["charts/env_crashes"] = float(sum(self.env_crashes.values()))
         self.updates += 1
         self.apply_curriculum()
         return stats
@@ -296,6 +342,20 @@ class Trainer:
         """Checkpoint the run atomically: periodic (``ckpt-<frames>.pt``) or ``final.pt``."""
         return checkpoint.save(self.run_dir, self.state_dict(), self.model, final=final, keep=self.config.keep_checkpoints)
 
+    def _save_or_stop(self, *, final: bool = False) -> Path:
+        """:meth:`save`; a full disk or an unwritable folder stops the run, older checkpoints untouched."""
+        try:
+            return self.save(final=final)
+        except OSError as err:
+            previous = checkpoint.list_checkpoints(self.run_dir)
+            kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+            stop = RunStopped(
+                f"could not write a checkpoint in {checkpoint.checkpoint_dir(self.run_dir)}: "
+                f"{err.strerror or err}; {kept}"
+            )
+            stop.saved = True  # nothing more to try
+            raise stop from None
+
     def log(self, ppo_stats: dict[str, float], fps: float) -> None:
         """Write this update's curves to TensorBoard (x-axis: frames)."""
         values: dict[str, float] = dict(ppo_stats)
@@ -357,7 +417,7 @@ class Trainer:
                     self.record_videos()
                 self._snapshot()
                 if self.config.checkpoint_every and self.updates % self.config.checkpoint_every == 0:
-                    self.save()
+                    self._save_or_stop()
                 bar.set_postfix({"fps": f"{fps:,.0f}", **{k[:3]: f"{v:.2f}" for k, v in self.family_success().items()}})
                 if self.progress and self.updates % self.config.log_every == 0:
                     unlocked = len(self.curriculum.unlocked())
@@ -377,13 +437,20 @@ class Trainer:
                     f"\ninterrupted; saved {path} at {self._boundary['frames']:,} frames; "
                     f"continue with --resume {self.run_dir}"
                 )
+            elif isinstance(err, RunStopped) and not getattr(err, "saved", False):
+                # The last good state (the last update's end) is what a fixed run resumes from.
+                path = self._save_or_stop()
+                raise RunStopped(
+                    f"{err}. Saved the last good state ({self._boundary['frames']:,} frames) to {path}; "
+                    f"resume with --resume {self.run_dir}"
+                ) from None
             raise
         finally:
             bar.close()
             if not self.env.closed:
                 self.env.close()
             self.logger.close()
-        path = self.save(final=True)
+        path = self._save_or_stop(final=True)
         if self.progress:
             print(f"saved {path}")
         return self.stats
