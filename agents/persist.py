@@ -27,6 +27,17 @@ FORMAT = "omnigrid-agent-1"
 CHECKPOINT_DIR = "checkpoints"
 FINAL = "final.pt"
 DIGEST_SUFFIX = ".sha256"
+TMP_SUFFIX = ".tmp"  # a write in progress; one left behind by a killed process is garbage
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files that a killed writer left in ``folder``; returns them."""
+    found = [p for p in Path(folder).glob(f".*{TMP_SUFFIX}") if p.is_file()]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
 
 
 def digest_path(path: str | os.PathLike) -> Path:
@@ -36,8 +47,9 @@ def digest_path(path: str | os.PathLike) -> Path:
 
 
 def _write_atomically(data: bytes, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it (mkstemp makes it private)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -250,8 +250,11 @@ class TaskSlot(gym.Env):
 
     def _drop_current(self, err: Exception) -> str:
         """Forget the task env that raised ``err``; returns the one-line description of the crash."""
-        crash = f"{TASK_NAMES[self.task_index]}: {type(err).__name__}: {err}"
-        print(f"warning: environment crashed ({crash}); the slot continues on a fresh env.", file=sys.stderr)
+        crash = f"{type(err).__name__}: {err}"
+        print(
+            f"warning: environment of {TASK_NAMES[self.task_index]} crashed ({crash}); the slot continues on a fresh env.",
+            file=sys.stderr,
+        )
         traceback.print_exc(file=sys.stderr)
         env = self._envs.pop(self.task_index, None)
         self._seeded.discard(self.task_index)

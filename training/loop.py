@@ -27,7 +27,7 @@ from envs.curriculum import FamilySchedule
 from envs.tasks import TASK_NAMES, TASKS, make
 from envs.wrappers import FAMILIES
 from envs.vector import MultiTaskVectorEnv
-from agents.persist import resolve_checkpoint
+from agents.persist import remove_leftovers, resolve_checkpoint
 from training import checkpoint
 from training.checkpoint import RunStopped
 from training.config import RunConfig
@@ -100,6 +100,7 @@ class Trainer:
         self.skipped_updates = 0  # over the run (non-finite loss or gradient)
         self._bad_in_a_row = 0
         payload = checkpoint.load(resume) if resume is not None else None
+        remove_leftovers(checkpoint.checkpoint_dir(config.run_dir()))  # half-written files of a killed run
         if payload is not None:
             self.load_state_dict(payload)
         self.apply_curriculum()
@@ -339,7 +340,12 @@ class Trainer:
             checkpoint.set_rng_state(payload["rng"])
 
     def save(self, *, final: bool = False) -> Path:
-        """Checkpoint the run atomically: periodic (``ckpt-<frames>.pt``) or ``final.pt``."""
+        """Checkpoint the run atomically: periodic (``ckpt-<frames>.pt``) or ``final.pt``.
+
+        TensorBoard's queue is flushed first: after a kill, every curve point up to
+        the checkpoint is on disk, so a resumed run's curves have no gap.
+        """
+        self.logger.flush()
         return checkpoint.save(self.run_dir, self.state_dict(), self.model, final=final, keep=self.config.keep_checkpoints)
 
     def _save_or_stop(self, *, final: bool = False) -> Path:
