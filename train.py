@@ -5,6 +5,7 @@
     python train.py --tasks DoorKey-5x5,GoToObject-6x6-N2 --frames 200000
     python train.py --resume runs/<run> [--frames N]  # continue a run where its last checkpoint left it
     python train.py --list-tasks                      # the task table
+    torchrun --standalone --nproc-per-node 2 train.py ...   # data-parallel over 2 processes (GPUs if present)
     python train.py --help                            # every option
 """
 
@@ -100,26 +101,36 @@ def main(argv: list[str] | None = None) -> int:
         config, resume = parse_args(argv)
     except ValueError as err:
         return _error(str(err))
+    from training import distributed
     from training.loop import Trainer
 
-    device = config.resolved_device()
-    if "--resume" in argv:
-        where = f"resuming {resume}:" if resume else "no checkpoint yet; starting the run over:"
-    else:
-        where = "training on"
-    print(f"{where} {len(config.task_list)} tasks, {config.frames:,} frames, {config.num_envs} envs, device {device}")
     try:
-        trainer = Trainer(config, resume=resume)
-    except ValueError as err:  # e.g. --init-from a run with another architecture
+        world, device = distributed.setup(config.device)  # a world of one unless started by torchrun
+    except ValueError as err:
         return _error(str(err))
+    device = device or config.resolved_device()
     try:
-        trainer.run()
-    except KeyboardInterrupt:
-        return 130
-    except RunStopped as err:  # repeated env crashes, non-finite losses, a full disk: the last good state is saved
-        print(f"train.py: stopped: {err}", file=sys.stderr)
-        return 1
-    return 0
+        if world.is_main:
+            if "--resume" in argv:
+                where = f"resuming {resume}:" if resume else "no checkpoint yet; starting the run over:"
+            else:
+                where = "training on"
+            ranks = f" on each of {world.world_size} ranks" if world.distributed else ""
+            print(f"{where} {len(config.task_list)} tasks, {config.frames:,} frames, {config.num_envs} envs{ranks}, device {device}")
+        try:
+            trainer = Trainer(config, resume=resume, world=world, device=device)
+        except ValueError as err:  # e.g. --init-from a run with another architecture
+            return _error(str(err))
+        try:
+            trainer.run()
+        except KeyboardInterrupt:
+            return 130
+        except RunStopped as err:  # repeated env crashes, non-finite losses, a full disk: the last good state is saved
+            print(f"train.py: stopped: {err}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -285,6 +285,10 @@ class MultiTaskActorCritic(nn.Module):
         towers, _ = self._heads_input(obs, state, episode_start)
         return self.critic(towers["value"])
 
+    def forward(self, *args, **kwargs) -> EvalOutput:
+        """:meth:`evaluate`: what the PPO update differentiates (and DistributedDataParallel wraps)."""
+        return self.evaluate(*args, **kwargs)
+
     def evaluate(
         self,
         obs: ObsBatch,

@@ -99,6 +99,24 @@ class PPOConfig:
             raise ValueError(f"weighting={self.weighting!r} is unknown; known: {', '.join(WEIGHTERS)}.")
 
 
+class Collectives:
+    """How data-parallel ranks agree on what their gradients do not carry; a single process here.
+
+    With several ranks (``training.distributed``), the model's gradients are
+    averaged by ``DistributedDataParallel``; these three cover the rest.
+    """
+
+    def average_gradients(self, parameters) -> None:
+        """Average ``.grad`` of parameters outside the wrapped model (the loss weighter's)."""
+
+    def mean(self, value: float) -> float:
+        """The mean of a float over ranks (the approximate KL that may stop an update)."""
+        return value
+
+    def broadcast_module_state(self, module: nn.Module) -> None:
+        """Make every rank's state of ``module`` equal to rank 0's (the loss weighter after an update)."""
+
+
 class NonFiniteLoss(FloatingPointError):
     """A minibatch's loss or gradient was NaN or infinite; the optimizer step was not taken."""
 
@@ -159,10 +177,25 @@ class MultiTaskPPO:
         config: hyperparameters.
         task_names: the name of every task index (registry order).
         seed: seed of minibatch shuffling and of the reward store.
+        train_model: what the update calls for the loss: ``model`` itself (the
+            default) or a wrapper of it such as ``DistributedDataParallel``.
+        collectives: how ranks agree beyond the model's gradients (see
+            :class:`Collectives`); the default is a single process.
     """
 
-    def __init__(self, model: MultiTaskActorCritic, config: PPOConfig, *, task_names: Sequence[str], seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: MultiTaskActorCritic,
+        config: PPOConfig,
+        *,
+        task_names: Sequence[str],
+        seed: int = 0,
+        train_model: nn.Module | None = None,
+        collectives: "Collectives | None" = None,
+    ) -> None:
         self.model = model
+        self.train_model = train_model if train_model is not None else model
+        self.collectives = collectives or Collectives()
         self.config = config
         self.task_names = list(task_names)
         self.device = model.device
@@ -220,7 +253,7 @@ class MultiTaskPPO:
                     if sample is not None:
                         assert extra_obs is None, "one auxiliary head at most brings extra observations"
                         extra_obs, targets[head] = sample
-                out = self.model.evaluate(
+                out = self.train_model(  # forward = evaluate; through DDP when distributed
                     mb.obs, mb.actions, state=mb.state, episode_start=mb.episode_start, steps=mb.steps,
                     reward_obs=extra_obs, recognition_rows=cfg.recognition_rows or None,
                 )
@@ -252,11 +285,14 @@ class MultiTaskPPO:
                     bad = [key for key, term in terms.items() if not torch.isfinite(term.detach()).all()]
                     what = f"loss terms {', '.join(bad)}" if bad else ("loss" if not torch.isfinite(loss) else "gradient")
                     raise NonFiniteLoss(f"non-finite {what} at epoch {epoch + 1}, minibatch {counts['losses/total'] + 1}")
+                self.collectives.average_gradients(self.weighter.parameters())  # DDP averages the model's
                 self.optimizer.step()
 
                 with torch.no_grad():
                     log_ratio = out.logprob - mb.logprobs
                     approx_kl = ((log_ratio.exp() - 1) - log_ratio).mean().item()
+                    if cfg.target_kl is not None:  # every rank must stop at the same minibatch
+                        approx_kl = self.collectives.mean(approx_kl)
                     clipfrac = ((log_ratio.exp() - 1).abs() > cfg.clip_coef).float().mean().item()
                 log("charts/approx_kl", approx_kl)
                 log("charts/clipfrac", clipfrac)
@@ -273,6 +309,7 @@ class MultiTaskPPO:
             if stop:
                 break
         self.weighter.end_update()
+        self.collectives.broadcast_module_state(self.weighter)  # rank 0's loss weights for every rank
         stats = {name: sums[name] / counts[name] for name in sums}
         stats["charts/early_stop"] = float(stop)
         return stats

@@ -68,6 +68,16 @@ class Logger:
         self.writer.close()
 
 
+class NullLogger:
+    """A :class:`Logger` that writes nothing: the other ranks of a distributed run (rank 0 logs)."""
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None: ...
+    def text(self, tag: str, markdown: str, step: int = 0) -> None: ...
+    def gif(self, tag: str, frames: Sequence[np.ndarray], step: int, *, fps: int = 8) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
 def hparams_markdown(flat: Mapping[str, object]) -> str:
     """The run's configuration as a two-column markdown table."""
     rows = "\n".join(f"| {key} | {value} |" for key, value in flat.items())

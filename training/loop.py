@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from agents.buffer import RolloutBuffer
@@ -31,7 +32,8 @@ from agents.persist import remove_leftovers, resolve_checkpoint
 from training import checkpoint
 from training.checkpoint import RunStopped
 from training.config import RunConfig
-from training.logger import Logger, hparams_markdown
+from training.distributed import SINGLE, RankCollectives, World, all_gather
+from training.logger import Logger, NullLogger, hparams_markdown
 
 SUCCESS_WINDOW = 100  # console and benchmark windows; the curriculum has its own (curriculum_window)
 
@@ -68,14 +70,27 @@ class Trainer:
     Args:
         config: a validated :class:`RunConfig`.
         progress: show a progress bar and per-task lines on the console.
+        resume: checkpoint to continue from.
+        world: this process's rank under torchrun (:func:`training.distributed.setup`);
+            every rank runs a Trainer, rank 0 alone writes the run folder.
+        device: the rank's device (from the same setup); default: the config's.
     """
 
-    def __init__(self, config: RunConfig, *, progress: bool = True, resume: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        progress: bool = True,
+        resume: Path | None = None,
+        world: World = SINGLE,
+        device: torch.device | None = None,
+    ) -> None:
         config.validate()
         self.config = config
-        self.device = config.resolved_device()
+        self.world = world
+        self.device = device or config.resolved_device()
         torch.set_num_threads(config.resolved_threads())
-        set_seed(config.seed)
+        set_seed(config.seed + world.rank)  # ranks sample their own actions; DDP copies rank 0's initial weights
         self.env = MultiTaskVectorEnv(
             config.task_list, config.num_envs, obs=config.obs, vectorization=config.vectorization
         )
@@ -87,48 +102,66 @@ class Trainer:
             self._init_from(Path(config.init_from))
         if config.freeze == "shared":
             self.model.freeze_shared()
-        self.ppo = MultiTaskPPO(self.model, config.ppo, task_names=TASK_NAMES, seed=config.seed)
+        train_model, collectives = self.model, None
+        if world.distributed:
+            # Gradients averaged across ranks in backward. Parts unused by a minibatch
+            # (the reward head without rewarding windows, gates of absent tasks) need
+            # find_unused_parameters.
+            train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+            collectives = RankCollectives(world, self.device)
+        self.ppo = MultiTaskPPO(
+            self.model, config.ppo, task_names=TASK_NAMES, seed=config.seed, train_model=train_model,
+            collectives=collectives,
+        )
         memory = config.agent.hidden_size if config.agent.memory == "lstm" else 0
         self.buffer = RolloutBuffer(
             self.env.single_observation_space, config.ppo.num_steps, config.num_envs, device=self.device, memory_size=memory
         )
         self.stats = EpisodeStats()
-        self.progress = progress
+        self.progress = progress and world.is_main
         self.frames = 0
         self.updates = 0
-        self.env_crashes: dict[str, int] = defaultdict(int)  # per task, over the run
+        self.env_crashes: dict[str, int] = defaultdict(int)  # per task, over the run (this rank's slots)
+        self._finished: list[tuple[str, bool, float, int]] = []  # this rank's episodes since the last rollout
         self.skipped_updates = 0  # over the run (non-finite loss or gradient)
         self._bad_in_a_row = 0
         payload = checkpoint.load(resume) if resume is not None else None
-        remove_leftovers(checkpoint.checkpoint_dir(config.run_dir()))  # half-written files of a killed run
         if payload is not None:
             self.load_state_dict(payload)
         self.apply_curriculum()
         self.run_dir = config.run_dir()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(config.to_yaml())
-        # On resume, TensorBoard drops events logged after the checkpoint: no duplicated steps.
-        # A run started over in its folder (killed before its first checkpoint) drops them all.
-        purge = self.frames + 1 if payload is not None else None
-        if payload is None and any(self.run_dir.glob("events.out.tfevents.*")):
-            purge = 0
-        self.logger = Logger(self.run_dir, purge_step=purge)
-        if payload is None:
-            self.logger.text("hparams", hparams_markdown(config.flat()))
+        self.logger: Logger | NullLogger = NullLogger()
+        if world.is_main:
+            remove_leftovers(checkpoint.checkpoint_dir(self.run_dir))  # half-written files of a killed run
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(config.to_yaml())
+            # On resume, TensorBoard drops events logged after the checkpoint: no duplicated steps.
+            # A run started over in its folder (killed before its first checkpoint) drops them all.
+            purge = self.frames + 1 if payload is not None else None
+            if payload is None and any(self.run_dir.glob("events.out.tfevents.*")):
+                purge = 0
+            self.logger = Logger(self.run_dir, purge_step=purge)
+            if payload is None:
+                self.logger.text("hparams", hparams_markdown(config.flat()))
         self._video_envs: dict[str, object] = {}
         n = config.num_envs
         self._ep_return = np.zeros(n)
         self._ep_length = np.zeros(n, dtype=np.int64)
         self._state = self.model.initial_state(n)
         self._episode_start = np.ones(n, dtype=bool)
-        if payload is not None and "env" in payload:
+        local = self._local_state(payload) if payload is not None else None
+        if local is not None:
             # Exact resume: the slots replay their episodes in flight, and the
             # learner's per-slot state and RNGs are those of the checkpoint.
-            self._obs, info = self.env.set_state(payload["env"])
-            self._load_in_flight(payload["in_flight"])
-            checkpoint.set_rng_state(payload["rng"])
+            self._obs, info = self.env.set_state(local["env"])
+            self._load_in_flight(local["in_flight"])
+            checkpoint.set_rng_state(local["rng"])
         else:
-            self._obs, info = self.env.reset(seed=config.seed + self.frames)
+            # Ranks' slots are seeded apart, as one process with num_envs x world_size slots would be.
+            self._obs, info = self.env.reset(seed=config.seed + self.frames + world.rank * config.num_envs)
         self._labels = (info["view_labels"], info["target_cell"])
         self._boundary: dict = {}
         self._snapshot()
@@ -178,7 +211,8 @@ class Trainer:
                 ObsBatch.from_numpy(self._obs, self.device), self._state, self._to_device(self._episode_start)
             )
         self.buffer.compute_returns(last_value, gamma=self.config.ppo.gamma, gae_lambda=self.config.ppo.gae_lambda)
-        self.frames += self.config.ppo.num_steps * self.config.num_envs
+        self._share_episodes()
+        self.frames += self.config.ppo.num_steps * self.config.num_envs * self.world.world_size
 
     def _track_episodes(self, tasks: np.ndarray, rewards: np.ndarray, done: np.ndarray, info: dict) -> None:
         self._ep_return += rewards
@@ -188,10 +222,21 @@ class Trainer:
             if crashed is not None and crashed[i]:
                 self._count_crash(TASK_NAMES[tasks[i]], str(info["final_info"]["crashed"][i]))
             success = bool(info["final_info"]["success"][i])
-            self.stats.add(TASK_NAMES[tasks[i]], success, float(self._ep_return[i]), int(self._ep_length[i]))
-            self.curriculum.record(TASK_NAMES[tasks[i]], success)
+            self._finished.append((TASK_NAMES[tasks[i]], success, float(self._ep_return[i]), int(self._ep_length[i])))
         self._ep_return[done] = 0.0
         self._ep_length[done] = 0
+
+    def _share_episodes(self) -> None:
+        """Feed the episodes every rank finished this rollout, in rank order, to statistics and curriculum.
+
+        Every rank sees the same outcomes in the same order, so every rank's
+        curriculum opens the same tasks at the same update.
+        """
+        for finished in all_gather(self._finished, self.world):
+            for task, success, ret, length in finished:
+                self.stats.add(task, success, ret, length)
+                self.curriculum.record(task, success)
+        self._finished = []
 
     def _count_crash(self, task: str, reason: str) -> None:
         """An episode ended by an environment crash: counted as failed (by the caller), logged, limited."""
@@ -305,6 +350,8 @@ class Trainer:
             "curriculum": self.curriculum.state_dict(),
             "stats": {key: {k: list(v) for k, v in getattr(self.stats, key).items()} for key in ("success", "returns", "lengths")}
             | {"episodes": dict(self.stats.episodes)},
+        }
+        local = {
             "env": self.env.get_state(),
             "in_flight": {
                 "episode_start": torch.as_tensor(self._episode_start).clone(),
@@ -314,6 +361,28 @@ class Trainer:
             },
             "rng": checkpoint.rng_state(),
         }
+        # Rank 0's slots at the top level (what a single process resumes), the other ranks' beside.
+        ranks = all_gather(local, self.world)
+        self._boundary.update(ranks[0])
+        if self.world.distributed:
+            self._boundary["ranks"] = ranks[1:]
+
+    def _local_state(self, payload: dict) -> dict | None:
+        """This rank's slots, episodes in flight and RNGs in a checkpoint; None to start them afresh."""
+        if "env" not in payload:
+            return None
+        if self.world.rank == 0:
+            return payload
+        ranks = payload.get("ranks", [])
+        if len(ranks) != self.world.world_size - 1:
+            if self.world.rank == 1:
+                print(
+                    f"warning: the checkpoint holds the environments of {len(ranks) + 1} ranks, this job has "
+                    f"{self.world.world_size}; ranks 1 and up start new episodes.",
+                    file=sys.stderr,
+                )
+            return None
+        return ranks[self.world.rank - 1]
 
     def _load_in_flight(self, state: dict) -> None:
         self._episode_start = state["episode_start"].numpy().copy()
@@ -339,16 +408,18 @@ class Trainer:
         if "env" not in payload:  # a checkpoint without the episodes in flight
             checkpoint.set_rng_state(payload["rng"])
 
-    def save(self, *, final: bool = False) -> Path:
+    def save(self, *, final: bool = False) -> Path | None:
         """Checkpoint the run atomically: periodic (``ckpt-<frames>.pt``) or ``final.pt``.
 
         TensorBoard's queue is flushed first: after a kill, every curve point up to
         the checkpoint is on disk, so a resumed run's curves have no gap.
         """
+        if not self.world.is_main:
+            return None  # rank 0 writes the run's checkpoints
         self.logger.flush()
         return checkpoint.save(self.run_dir, self.state_dict(), self.model, final=final, keep=self.config.keep_checkpoints)
 
-    def _save_or_stop(self, *, final: bool = False) -> Path:
+    def _save_or_stop(self, *, final: bool = False) -> Path | None:
         """:meth:`save`; a full disk or an unwritable folder stops the run, older checkpoints untouched."""
         try:
             return self.save(final=final)
@@ -416,10 +487,10 @@ class Trainer:
             while self.frames < self.config.frames:
                 self.collect()
                 ppo_stats = self.update()
-                bar.update(self.config.ppo.num_steps * self.config.num_envs)
+                bar.update(self.config.ppo.num_steps * self.config.num_envs * self.world.world_size)
                 fps = (self.frames - start_frames) / (time.perf_counter() - start)
                 self.log(ppo_stats, fps)
-                if self.config.video_every and self.updates % self.config.video_every == 0:
+                if self.world.is_main and self.config.video_every and self.updates % self.config.video_every == 0:
                     self.record_videos()
                 self._snapshot()
                 if self.config.checkpoint_every and self.updates % self.config.checkpoint_every == 0:
@@ -439,13 +510,16 @@ class Trainer:
             if isinstance(err, KeyboardInterrupt):
                 # Ctrl-C: keep what was learnt; `--resume` continues from this checkpoint.
                 path = self.save()  # the state at the last update's end; the partial rollout is dropped
-                print(
-                    f"\ninterrupted; saved {path} at {self._boundary['frames']:,} frames; "
-                    f"continue with --resume {self.run_dir}"
-                )
+                if path is not None:
+                    print(
+                        f"\ninterrupted; saved {path} at {self._boundary['frames']:,} frames; "
+                        f"continue with --resume {self.run_dir}"
+                    )
             elif isinstance(err, RunStopped) and not getattr(err, "saved", False):
                 # The last good state (the last update's end) is what a fixed run resumes from.
                 path = self._save_or_stop()
+                if path is None:  # another rank than 0: the job ends, rank 0's last checkpoint stays
+                    raise RunStopped(f"rank {self.world.rank}: {err}") from None
                 raise RunStopped(
                     f"{err}. Saved the last good state ({self._boundary['frames']:,} frames) to {path}; "
                     f"resume with --resume {self.run_dir}"
