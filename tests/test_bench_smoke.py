@@ -72,3 +72,15 @@ def test_ablations_prints_one_row_per_variant_and_writes_a_plot(tmp_path):
     for label in ("default", "aux: recognition", "aux: reward", "aux: none", "sharing: mmoe", "sharing: ple"):
         assert any(line.startswith(label) for line in table.splitlines()), (label, out)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_distributed_scaling_runs_one_and_two_processes():
+    out = subprocess.run(
+        [sys.executable, "bench/distributed_scaling.py", "--frames", "1024", "--rounds", "1", "--num-envs", "2",
+         "--num-steps", "64", "--batch-size", "64", "--epochs", "1", "--tasks", "Empty-5x5"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=600,
+    ).stdout
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if len(line.split()) == 5 and line.split()[0] in "12"}
+    assert set(rows) == {"1", "2"}, out
+    assert all(float(row[0].replace(",", "")) > 0 for row in rows.values())
+    assert "2 processes / 1 process:" in out
