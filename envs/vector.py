@@ -52,6 +52,7 @@ import contextlib
 import multiprocessing
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -453,6 +454,14 @@ class RestartingAsyncVectorEnv(AsyncVectorEnv):
 
     def step_wait(self, timeout: float | None = None):
         self._assert_is_running()
+        if timeout is not None:  # e.g. close(terminate=True) after Ctrl-C: do not wait for replies
+            end = time.perf_counter() + timeout
+            for index, pipe in enumerate(self.parent_pipes):
+                if index in self._pending:
+                    continue
+                if pipe is None or pipe.closed or not pipe.poll(max(end - time.perf_counter(), 0.0)):
+                    self._state = AsyncState.DEFAULT
+                    raise multiprocessing.TimeoutError(f"The call to `step_wait` has timed out after {timeout} second(s).")
         observations, rewards, terminations, truncations, infos, successes = [], [], [], [], {}, []
         for index in range(self.num_envs):
             if index not in self._pending:
