@@ -39,7 +39,10 @@ def _read_config(path: Path, what: str) -> RunConfig:
         config = RunConfig.from_yaml(path.read_text())
         config.check_types()
     except yaml.YAMLError as err:
-        raise ValueError(f"{what} {str(path)!r} is not valid YAML: {' '.join(str(err).split())}") from None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{what} {str(path)!r} is not valid YAML: {problem}{where}.") from None
     except ValueError as err:
         raise ValueError(f"{what} {str(path)!r}: {err}") from None
     return config

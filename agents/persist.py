@@ -146,8 +146,8 @@ def read_payload(path: str | os.PathLike, *, device: str | torch.device = "cpu")
     try:
         payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as err:  # a truncated or foreign file
-        first = (str(err).splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"{str(path)!r} is not a readable checkpoint: {first}") from None
+        first = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0].rstrip(".")
+        raise ValueError(f"{str(path)!r} is not a readable checkpoint ({first}): truncated, damaged or not a torch file.") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not an omnigrid checkpoint (format {FORMAT}).")
     model, state = payload.get("model"), payload.get("state_dict")

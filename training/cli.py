@@ -67,17 +67,15 @@ def one_line(text: str, *, options: Sequence[str] = ()) -> str:
         if section[0].startswith("Argument helptext") and len(section) > 1:
             message += f" Expected: {section[1]}."
     unknown = re.search(r"Unrecognized options?: (.*)", message)
-    if unknown and options:
+    if unknown:
+        bad = [word.strip(",") for word in unknown.group(1).split() if word.startswith("-")]
+        message = f"unknown option{'s' if len(bad) > 1 else ''} {', '.join(bad) or unknown.group(1)}"
         hints = []
-        for bad in (word.strip(",") for word in unknown.group(1).split()):
-            if bad.startswith("-"):
-                close = difflib.get_close_matches(bad, options, n=2, cutoff=0.75)
-                if close:
-                    hints.append(f"{bad}: did you mean {', '.join(close)}?")
-        if hints:
-            message += " " + " ".join(hints)
-        else:
-            message += " See --help for the options."
+        for option in bad:
+            close = difflib.get_close_matches(option, options, n=2, cutoff=0.75)
+            if close:
+                hints.append(f"{option + ': ' if len(bad) > 1 else ''}did you mean {' or '.join(close)}?")
+        message += "; " + (" ".join(hints) if hints else "see --help for the options.")
     return message.replace("  ", " ")
 
 
