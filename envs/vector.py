@@ -18,9 +18,8 @@ worker is restarted, and each change costs one message per worker.
 
 On the wire, a slot packs its observation *and* its labels into one flat
 uint8 array (every field fits a byte: ids below 256, see :class:`Packing`).
-Gymnasium's async workers then write one buffer to shared memory per step
-instead of one per key, and the labels need no pickling through a pipe; in
-sync mode, batching is one ``np.stack``. :class:`MultiTaskVectorEnv` unpacks
+An async worker then sends one small array per step instead of a dict of
+arrays, labels included; in sync mode, batching is one ``np.stack``. :class:`MultiTaskVectorEnv` unpacks
 the batch into the format of :mod:`envs.wrappers` (observation dict, labels in
 ``info``), so users never see the packing.
 
@@ -366,7 +365,7 @@ class RestartingAsyncVectorEnv(AsyncVectorEnv):
 
     A worker that stops answering because its process died (``kill -9``, a
     segfault in a native env, the OOM killer) is replaced by a fresh process on
-    the same slot index and shared-memory row, reset, and set up by
+    the same slot index, reset, and set up by
     ``slot_setup(index)`` (attribute values to restore, e.g. the slot's task
     probabilities). The step in which the death is noticed reports that slot's
     episode as truncated with ``final_info["crashed"]`` set and the slot's last
