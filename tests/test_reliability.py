@@ -325,10 +325,15 @@ def test_a_killed_worker_process_is_restarted(tmp_path, monkeypatch):
     marker = tmp_path / "killed-once"
     original = EmptyEnv.step
 
-    def step(self, action):  # in a worker process: the 40th step of its env kills the process, once
+    def step(self, action):  # in a worker process: the 40th step of its env kills the process, once in all
         self._steps_taken = getattr(self, "_steps_taken", 0) + 1
-        if self._steps_taken == 40 and not marker.exists():
-            marker.write_text(str(os.getpid()))
+        if self._steps_taken == 40:
+            try:  # O_EXCL: of workers reaching step 40 together, one alone creates the marker
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return original(self, action)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
             os.kill(os.getpid(), signal.SIGKILL)
         return original(self, action)
 
