@@ -11,7 +11,7 @@ from outside) the N-th time it reaches POINT:
   the temporary file but not yet renamed into place;
 * ``rename``: right after the N-th checkpoint file was renamed into place,
   before its SHA-256 file was written;
-* ``prune``: after the N-th checkpoint was complete, before older ones were pruned;
+* ``prune``: before the N-th deletion of an old checkpoint (the newest is complete);
 * ``tensorboard``: inside the N-th TensorBoard scalar write.
 
 Before each rollout it writes the trainer's frame counter (frames trained on
@@ -94,7 +94,7 @@ def _install(point: str, n: int, progress: Path) -> None:
     elif point == "prune":
         import training.checkpoint
 
-        before(training.checkpoint, "list_checkpoints", when=lambda *a, **k: sys._getframe(2).f_code.co_name == "save")
+        before(training.checkpoint, "remove")
     elif point == "tensorboard":
         before(torch.utils.tensorboard.SummaryWriter, "add_scalar")
     else:

@@ -49,10 +49,10 @@ def test_two_ranks_keep_identical_parameters_weights_and_curriculum(tmp_path, we
     assert (r0["world_size"], r1["world_size"]) == (2, 2)
     for key in ("params", "optimizer", "weighter", "weights", "curriculum", "opened", "episodes", "frames", "updates"):
         assert r0[key] == r1[key], key
-    # The frame counter counts both ranks: 6 updates x 2 ranks x 128 frames.
+    # The frame counter counts both ranks: 12 updates x 2 ranks x 128 frames.
     assert r0["frames"] == 3072 == r0["updates"] * PER_RANK * 2
     assert sum(r0["episodes"].values()) > 0
-    assert len(r0["opened"][-1]) > len(r0["opened"][0]) or len(r0["opened"][0]) == 3  # the curriculum moved on
+    assert len(r0["opened"][-1]) > len(r0["opened"][0])  # the curriculum opened a level, on both ranks alike
     assert r0["first_obs_seed_check"] != r1["first_obs_seed_check"]  # the ranks step different episodes
 
 

@@ -247,7 +247,7 @@ KILL_POINTS = [
     ("minibatch", 8 * 6 + 3, "a PPO update"),
     ("fsync", 3, "a checkpoint write, bytes written but not renamed"),
     ("rename", 2, "between a checkpoint's rename and its digest"),
-    ("prune", 4, "after a checkpoint, before older ones are pruned"),
+    ("prune", 1, "after a checkpoint, before older ones are pruned"),
     ("tensorboard", 250, "a TensorBoard write"),
 ]
 

@@ -24,6 +24,7 @@ from agents.model import AgentConfig
 from agents.ppo import PPOConfig
 from envs.curriculum import CURRICULA, Curriculum, FamilySchedule, make_curriculum
 from envs.tasks import get_task, list_tasks
+from training.cli import check_writable
 
 DEFAULT_TASKS = ",".join(spec.name for spec in list_tasks(split="train"))
 
@@ -137,20 +138,22 @@ class RunConfig:
         return [name.strip() for name in self.tasks.split(",") if name.strip()]
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad value and what is allowed."""
+        """Raise ValueError naming the first bad value and what is allowed.
+
+        Types (and the choices of Literal fields) are checked first, by
+        :meth:`check_types`; the checks below are about values.
+        """
         self.check_types()
         if not self.task_list:
             raise ValueError("tasks is empty; give at least one task name (python train.py --list-tasks).")
         for name in self.task_list:
             get_task(name)
-        if not isinstance(self.threads, int) or self.threads < 0:
+        if self.threads < 0:
             raise ValueError(f"threads={self.threads!r} must be an integer >= 0 (0 = auto).")
         for name in ("curriculum_threshold", "mastered_weight", "lp_epsilon"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r} must be a probability in [0, 1].")
-        if self.freeze not in ("none", "shared"):
-            raise ValueError(f"freeze={self.freeze!r} is unknown; use none or shared.")
         if self.freeze == "shared" and self.ppo.weighting in ("gradnorm", "pcgrad"):
             raise ValueError(f"weighting={self.ppo.weighting!r} works on the shared parameters, which freeze=shared fixes; use static, uncertainty or dwa.")
         if self.init_from and not Path(self.init_from).exists():
@@ -161,14 +164,14 @@ class RunConfig:
             raise ValueError(f"curriculum={self.curriculum!r} is unknown; known: {', '.join(CURRICULA)}.")
         for name in ("video_every", "checkpoint_every"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if value < 0:
                 raise ValueError(f"{name}={value!r} must be an integer >= 0 (0 = never).")
         for name in (
             "frames", "num_envs", "log_every", "curriculum_window", "video_max_steps", "keep_checkpoints",
             "max_env_crashes", "max_bad_updates",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
         self.agent.validate()
         self.ppo.validate(self.num_envs)
@@ -241,8 +244,6 @@ class RunConfig:
 
     def check_writable(self) -> None:
         """Raise ValueError unless the run folder can be created and written (before any work starts)."""
-        from training.cli import check_writable
-
         check_writable(Path(self.runs_dir) / (self.run_name or ""), f"runs_dir={self.runs_dir!r}")
 
     def resolved_threads(self) -> int:

@@ -100,59 +100,40 @@ def all_gather(value: Any, world: World) -> list[Any]:
     return out
 
 
-def mean(value: float, world: World, device: torch.device) -> float:
-    """The mean of a float over ranks."""
-    if not world.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return float(tensor.item()) / world.world_size
-
-
-def broadcast_module_state(module: torch.nn.Module, world: World) -> None:
-    """Make every rank's parameters and buffers of ``module`` equal rank 0's."""
-    if not world.distributed:
-        return
-    with torch.no_grad():
-        for tensor in [*module.parameters(), *module.buffers()]:
-            dist.broadcast(tensor.data, src=0)
-    # Non-tensor state (e.g. the names and weights last used, for logging) follows rank 0 too.
-    extra = [module.get_extra_state()] if hasattr(module, "get_extra_state") else [None]
-    dist.broadcast_object_list(extra, src=0)
-    if extra[0] is not None:
-        module.set_extra_state(extra[0])
-
-
-def average_gradients(parameters, world: World) -> None:
-    """Average ``.grad`` of parameters DDP does not own (the loss weighter's) across ranks."""
-    if not world.distributed:
-        return
-    params = list(parameters)
-    if not params:
-        return
-    for p in params:  # every rank sends the same layout, used or not
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    dist.all_reduce(flat)
-    flat /= world.world_size
-    offset = 0
-    for p in params:
-        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
-        offset += p.numel()
-
-
 class RankCollectives(Collectives):
-    """:class:`agents.ppo.Collectives` over the process group."""
+    """:class:`agents.ppo.Collectives` over the process group of a job of two or more ranks."""
 
     def __init__(self, world: World, device: torch.device) -> None:
+        assert world.distributed, "RankCollectives is for a job of two or more ranks"
         self.world, self.device = world, device
 
     def average_gradients(self, parameters) -> None:
-        average_gradients(parameters, self.world)
+        """Average ``.grad`` of parameters DDP does not own (the loss weighter's) in one all-reduce."""
+        params = list(parameters)
+        if not params:
+            return
+        for p in params:  # every rank sends the same layout, used or not
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        flat /= self.world.world_size
+        offset = 0
+        for p in params:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
 
     def mean(self, value: float) -> float:
-        return mean(value, self.world, self.device)
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return float(tensor.item()) / self.world.world_size
 
     def broadcast_module_state(self, module: torch.nn.Module) -> None:
-        broadcast_module_state(module, self.world)
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+        # Non-tensor state (e.g. the names and weights last used, for logging) follows rank 0 too.
+        extra = [module.get_extra_state()] if hasattr(module, "get_extra_state") else [None]
+        dist.broadcast_object_list(extra, src=0)
+        if extra[0] is not None:
+            module.set_extra_state(extra[0])
