@@ -1,5 +1,6 @@
 """Small fixed-seed runs that must show learning within a frame budget (CPU)."""
 
+from tests.conftest import ROOT
 from training.config import RunConfig
 from training.loop import Trainer
 
@@ -43,8 +44,6 @@ def test_threshold_curriculum_opens_the_next_level_during_training(tmp_path):
 
 def test_sample_efficient_preset_learns_doorkey_in_fewer_frames_than_the_default_needs(tmp_path):
     """configs/sample-efficient.yaml: DoorKey-5x5 at 90 % within 30k frames (seed 1 took 12.8k; the default 38.9k)."""
-    from tests.conftest import ROOT
-
     config = RunConfig.from_yaml((ROOT / "configs" / "sample-efficient.yaml").read_text())
     config.tasks, config.frames, config.seed, config.threads = "DoorKey-5x5", 30_720, 1, 1
     config.runs_dir, config.video_every, config.checkpoint_every = str(tmp_path), 0, 0

@@ -108,20 +108,12 @@ class RankCollectives(Collectives):
         self.world, self.device = world, device
 
     def average_gradients(self, parameters) -> None:
-        """Average ``.grad`` of parameters DDP does not own (the loss weighter's) in one all-reduce."""
-        params = list(parameters)
-        if not params:
-            return
-        for p in params:  # every rank sends the same layout, used or not
-            if p.grad is None:
+        """Average ``.grad`` of parameters DDP does not own (the loss weighter's: one tensor at most)."""
+        for p in parameters:
+            if p.grad is None:  # every rank reduces the same tensors, used or not
                 p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
-        dist.all_reduce(flat)
-        flat /= self.world.world_size
-        offset = 0
-        for p in params:
-            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+            dist.all_reduce(p.grad)
+            p.grad /= self.world.world_size
 
     def mean(self, value: float) -> float:
         tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
