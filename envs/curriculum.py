@@ -22,7 +22,7 @@ whole state round-trips through ``state_dict``/``load_state_dict``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from envs.tasks import TaskSpec, get_task
@@ -218,9 +218,28 @@ class FamilySchedule:
             raise ValueError(f"schedule={kind!r} is unknown; known: {', '.join(self.KINDS)}.")
         self.kind = kind
 
-    def assign(self, curriculum: Curriculum, rollout: int, num_envs: int) -> dict[str, float] | list[dict[str, float]]:
-        """Task probabilities for rollout ``rollout``: one mapping for all slots, or one per slot."""
+    def assign(
+        self,
+        curriculum: Curriculum,
+        rollout: int,
+        num_envs: int,
+        episode_lengths: Mapping[str, float] | None = None,
+    ) -> dict[str, float] | list[dict[str, float]]:
+        """Task probabilities for rollout ``rollout``: one mapping for all slots, or one per slot.
+
+        Args:
+            episode_lengths: recent mean episode length per task. Given, the
+                curriculum's probabilities are read as shares of *frames*: a
+                slot draws task ``i`` of the next episode with probability
+                proportional to ``p_i / length_i``, so a task whose episodes
+                end early (a wrong ``done``, a step into lava) is not starved
+                of frames by one whose failed episodes run to the time limit.
+                Tasks without a finished episode yet count at the mean length
+                of the others. ``round-robin`` balances frames by itself.
+        """
         probs = curriculum.probs()
+        if episode_lengths:
+            probs = per_episode(probs, episode_lengths)
         if self.kind == "mixed":
             return probs
         if self.kind == "alternate":
@@ -235,6 +254,26 @@ class FamilySchedule:
             return probs
         open_ = [name for name, p in probs.items() if p > 0]
         return [{open_[(slot + rollout) % len(open_)]: 1.0} for slot in range(num_envs)]
+
+
+def per_episode(frame_shares: Mapping[str, float], episode_lengths: Mapping[str, float]) -> dict[str, float]:
+    """Per-episode sampling probabilities that give each task its share of frames.
+
+    A task drawn with probability ``q_i`` whose episodes last ``length_i``
+    steps gets ``q_i length_i / sum_j q_j length_j`` of the frames, so
+    ``q_i`` proportional to ``share_i / length_i`` gives it ``share_i``.
+    Tasks missing from ``episode_lengths`` count at the mean of the known lengths.
+    """
+    known = [episode_lengths[name] for name in frame_shares if episode_lengths.get(name, 0) > 0]
+    if not known:
+        return dict(frame_shares)
+    default = sum(known) / len(known)
+    weights = {
+        name: share / (episode_lengths[name] if episode_lengths.get(name, 0) > 0 else default)
+        for name, share in frame_shares.items()
+    }
+    total = sum(weights.values())
+    return {name: w / total for name, w in weights.items()} if total > 0 else dict(frame_shares)
 
 
 CURRICULA: dict[str, type[Curriculum]] = {

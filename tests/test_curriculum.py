@@ -123,3 +123,50 @@ def test_alternate_rollouts_are_one_family_each(tmp_path):
     trainer.env.close()
     assert shares == [0.0, 1.0, 0.0, 1.0]
     assert trainer.stats.episodes["Empty-5x5"] > 0 and trainer.stats.episodes["GoToDoor-5x5"] > 0
+
+
+def test_frame_shares_become_per_episode_probabilities():
+    from envs.curriculum import FamilySchedule, NoCurriculum, per_episode
+
+    # Episodes of 10 and 90 steps: drawing a 9:1 gives each half the frames.
+    q = per_episode({"a": 0.5, "b": 0.5}, {"a": 10.0, "b": 90.0})
+    assert q == pytest.approx({"a": 0.9, "b": 0.1})
+    assert q["a"] * 10 == pytest.approx(q["b"] * 90)
+    # A task without a finished episode counts at the mean of the others (50 here).
+    q = per_episode({"a": 0.25, "b": 0.25, "c": 0.5}, {"a": 10.0, "b": 90.0})
+    frames = {"a": q["a"] * 10, "b": q["b"] * 90, "c": q["c"] * 50}
+    total = sum(frames.values())
+    assert {k: v / total for k, v in frames.items()} == pytest.approx({"a": 0.25, "b": 0.25, "c": 0.5})
+    assert per_episode({"a": 0.3, "b": 0.7}, {}) == {"a": 0.3, "b": 0.7}
+
+    cur = NoCurriculum(["Empty-5x5", "GoToDoor-5x5", "DoorKey-5x5", "Fetch-5x5-N2"])
+    lengths = {"Empty-5x5": 20.0, "DoorKey-5x5": 60.0, "GoToDoor-5x5": 5.0, "Fetch-5x5-N2": 45.0}
+    assert FamilySchedule("mixed").assign(cur, 0, 4, lengths) == pytest.approx(per_episode(cur.probs(), lengths))
+    # alternate: the balance holds within the family of the rollout
+    assert FamilySchedule("alternate").assign(cur, 1, 4, lengths) == pytest.approx({"GoToDoor-5x5": 0.9, "Fetch-5x5-N2": 0.1})
+
+
+@pytest.mark.parametrize("balance", ["frames", "episodes"])
+def test_task_balance_shares_out_frames_or_episodes(tmp_path, balance):
+    from training.config import RunConfig
+    from training.loop import Trainer
+
+    # An untrained agent ends GoToDoor-5x5 episodes within a few steps (any
+    # ``done`` ends them) but wanders Empty-5x5 for tens of steps: drawn per
+    # episode, GoToDoor-5x5 gets a small share of the frames; drawn per frame,
+    # about half once the lengths are known.
+    config = RunConfig(tasks="Empty-5x5,GoToDoor-5x5", frames=10**6, num_envs=8, seed=0, runs_dir=str(tmp_path),
+                       threads=1, video_every=0, checkpoint_every=0, curriculum="none", task_balance=balance)
+    config.ppo.num_steps, config.ppo.batch_size, config.ppo.learning_rate = 64, 128, 1e-9  # the policy stays put
+    trainer = Trainer(config, progress=False)
+    shares = []
+    for _ in range(6):
+        trainer.collect()
+        shares.append(trainer.buffer.family.float().mean().item())  # GoToDoor-5x5's share of the frames
+        trainer.update()
+    trainer.env.close()
+    later = sum(shares[2:]) / 4
+    if balance == "frames":
+        assert 0.35 < later < 0.65, shares
+    else:
+        assert later < 0.3, shares

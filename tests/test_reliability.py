@@ -95,6 +95,7 @@ def test_bad_presets_name_the_field(tmp_path, capsys):
         ("framez: 10\n", "unknown field framez; did you mean frames"),
         ("frames: lots\n", "frames='lots' must be an integer"),
         ("agent:\n  conditioning: telepathy\n", "conditioning='telepathy' must be one of 'film', 'concat', 'task-id'"),
+        ("task_balance: steps\n", "task_balance='steps' must be one of 'frames', 'episodes'"),
         ("- a list\n", "does not hold a mapping of fields"),
         ("!!python/object/apply:os.system ['touch pwned']\n", "is not valid YAML"),  # safe_load: never executed
     ]

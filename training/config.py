@@ -98,6 +98,8 @@ class RunConfig:
     """Which tasks the slots run: all uniformly, unlocked level by level, or by learning progress."""
     schedule: Literal["mixed", "alternate", "round-robin"] = "mixed"
     """Spread of open tasks: every slot samples all (mixed), families take turns per rollout (alternate), or one task per slot rotating (round-robin)."""
+    task_balance: Literal["frames", "episodes"] = "frames"
+    """What the curriculum's task probabilities share out: frames (each task's episode draws scaled by 1 / its recent mean episode length) or episodes."""
     curriculum_window: int = 100
     """Episodes in each task's moving success rate (curriculum and console)."""
     curriculum_threshold: float = 0.8

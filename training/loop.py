@@ -287,7 +287,10 @@ class Trainer:
 
     def apply_curriculum(self) -> None:
         """Tell the slots what the next rollout runs (each from its next episode on)."""
-        probs = self.schedule.assign(self.curriculum, self.updates, self.config.num_envs)
+        lengths = None
+        if self.config.task_balance == "frames":
+            lengths = {name: float(np.mean(window)) for name, window in self.stats.lengths.items() if window}
+        probs = self.schedule.assign(self.curriculum, self.updates, self.config.num_envs, lengths)
         if probs != self._applied_probs:
             self.env.set_task_probs(probs)
             self._applied_probs = probs
