@@ -20,7 +20,11 @@ def _per_task_mean(values: torch.Tensor, task: torch.Tensor, num_tasks: int) -> 
     return sums / counts.clamp(min=1), counts
 
 
-ADVANTAGE_NORMS = ("task", "task-floor", "batch", "none")
+ADVANTAGE_NORMS = ("task", "task-floor", "task-rollout", "batch", "none")
+"""Per minibatch: ``task``, ``task-floor``, ``batch``; once over the whole
+rollout, per task: ``task-rollout`` (done by :meth:`agents.ppo.MultiTaskPPO.update`
+before minibatching, so a task's statistics come from all its rows, not the
+few it has in one minibatch); ``none``."""
 
 
 def normalize_per_task(advantages: torch.Tensor, task: torch.Tensor, num_tasks: int, *, floor: float = 0.0) -> torch.Tensor:
@@ -51,6 +55,8 @@ def normalize_advantages(advantages: torch.Tensor, task: torch.Tensor, num_tasks
         return (advantages - advantages.mean()) / (advantages.std() + 1e-8) if advantages.numel() > 1 else advantages
     if how == "none":
         return advantages
+    if how == "task-rollout":
+        raise ValueError("advantage_norm='task-rollout' is applied over the rollout by MultiTaskPPO.update; minibatches then take 'none'.")
     raise ValueError(f"advantage_norm={how!r} is unknown; known: {', '.join(ADVANTAGE_NORMS)}.")
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from agents.buffer import Minibatch, RewardStore, RolloutBuffer
-from agents.losses import ADVANTAGE_NORMS, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
+from agents.losses import ADVANTAGE_NORMS, normalize_per_task, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
 from agents.model import EvalOutput, MultiTaskActorCritic
 from agents.optim import FusedAdam
 from agents.weighting import WEIGHTERS, LossWeighter, make_weighter
@@ -54,7 +54,7 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     """Global gradient norm clip."""
     advantage_norm: str = "task"
-    """Advantage normalisation: task (within each task), task-floor (per task, std at least 0.1x the batch's), batch, none."""
+    """Advantage normalisation: task (within each task of a minibatch), task-floor (per task, std at least 0.1x the batch's), task-rollout (within each task over the whole rollout, once per update), batch, none."""
     target_kl: float | None = None
     """Stop the epochs of an update early when the approximate KL exceeds this."""
     bptt: int = 32
@@ -233,6 +233,13 @@ class MultiTaskPPO:
         if self.reward_store is not None:
             self.reward_store.add_rollout(buffer)
         seq_len = cfg.bptt if self.model.memory is not None else 0
+        advantage_norm = cfg.advantage_norm
+        if advantage_norm == "task-rollout":
+            # Each task's statistics over all its rows of the rollout, once; the buffer
+            # is refilled (and its advantages recomputed) before the next update.
+            flat = normalize_per_task(buffer.advantages.flatten(), buffer.task.flatten(), len(self.task_names))
+            buffer.advantages = flat.view_as(buffer.advantages)
+            advantage_norm = "none"
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
 
@@ -262,7 +269,7 @@ class MultiTaskPPO:
                 terms = ppo_loss(
                     out.logprob, mb.logprobs, mb.advantages, out.entropy, out.value, mb.values, mb.returns, mb.obs.task,
                     task_names=self.task_names, clip_coef=cfg.clip_coef, clip_value=cfg.clip_value,
-                    advantage_norm=cfg.advantage_norm,
+                    advantage_norm=advantage_norm,
                 )
                 objectives: dict[str, torch.Tensor] = {}
                 for key, term in terms.items():

@@ -249,3 +249,29 @@ def test_reward_windows_in_the_minibatch_pass_match_a_separate_pass():
     assert torch.allclose(merged.reward, model.reward_logits(windows), atol=1e-5)
     assert torch.allclose(merged.logprob, alone.logprob, atol=1e-5) and torch.allclose(merged.value, alone.value, atol=1e-5)
     assert model.evaluate(batch, actions, recognition_rows=2).recognition["target"].shape == (2, 50)
+
+
+def test_task_rollout_normalises_each_task_over_the_whole_rollout(tmp_path):
+    from agents.losses import normalize_advantages
+    from training.config import RunConfig
+    from training.loop import Trainer
+
+    config = RunConfig(tasks="Empty-5x5,GoToDoor-5x5", frames=10**6, num_envs=4, seed=0, runs_dir=str(tmp_path),
+                       threads=1, video_every=0, checkpoint_every=0, curriculum="none")
+    config.ppo.num_steps, config.ppo.batch_size, config.ppo.advantage_norm = 32, 32, "task-rollout"
+    trainer = Trainer(config, progress=False)
+    trainer.collect()
+    raw, returns = trainer.buffer.advantages.clone(), trainer.buffer.returns.clone()
+    trainer.update()
+    trainer.env.close()
+    task = trainer.buffer.task.flatten()
+    adv = trainer.buffer.advantages.flatten()
+    assert len(task.unique()) == 2
+    for t in task.unique():
+        rows = adv[task == t]
+        assert rows.mean().item() == pytest.approx(0.0, abs=1e-5)
+        assert rows.std().item() == pytest.approx(1.0, abs=1e-4)
+    assert not torch.allclose(adv, raw.flatten())
+    assert torch.equal(trainer.buffer.returns, returns)  # the value targets keep the raw scale
+    with pytest.raises(ValueError, match="over the rollout by MultiTaskPPO.update"):
+        normalize_advantages(raw.flatten(), task, 2, "task-rollout")
