@@ -75,6 +75,8 @@ def parse_args(argv: list[str]) -> tuple[RunConfig, Path | None]:
         if not (folder / "config.yaml").is_file():
             raise ValueError(f"--resume {run!r} is not a run folder: it has no config.yaml.")
         saved = _read_config(folder / "config.yaml", "--resume")
+        if "task_balance" not in (yaml.safe_load((folder / "config.yaml").read_text()) or {}):
+            saved.task_balance = "episodes"  # saved before the option existed: that run drew tasks per episode
         resume = checkpoint.resumable_checkpoint(folder)  # None: killed before its first checkpoint
         default = copy.deepcopy(saved)
         default.run_name, default.runs_dir = folder.name, str(folder.parent)

@@ -135,6 +135,17 @@ def test_resume_refuses_overrides_that_change_the_experiment(tmp_path, capsys):
     assert checkpoint.load(run / "checkpoints" / "final.pt")["frames"] == 384
 
 
+def test_a_run_saved_before_task_balance_resumes_drawing_per_episode(tmp_path):
+    Trainer(_config(tmp_path, frames=256), progress=False).run()
+    saved = tmp_path / "r" / "config.yaml"
+    saved.write_text("".join(line for line in saved.read_text().splitlines(True) if not line.startswith("task_balance:")))
+    config, _ = train.parse_args(["--resume", str(tmp_path / "r"), "--frames", "384"])
+    assert config.task_balance == "episodes"  # as it was trained, not the new default
+    (tmp_path / "r" / "config.yaml").write_text(config.to_yaml())
+    config, _ = train.parse_args(["--resume", str(tmp_path / "r")])
+    assert config.task_balance == "episodes"
+
+
 def test_bad_evaluate_input(tmp_path, capsys):
     Trainer(_config(tmp_path, frames=128), progress=False).run()
     run = tmp_path / "r"
