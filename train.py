@@ -75,8 +75,11 @@ def parse_args(argv: list[str]) -> tuple[RunConfig, Path | None]:
         if not (folder / "config.yaml").is_file():
             raise ValueError(f"--resume {run!r} is not a run folder: it has no config.yaml.")
         saved = _read_config(folder / "config.yaml", "--resume")
-        if "task_balance" not in (yaml.safe_load((folder / "config.yaml").read_text()) or {}):
+        written = yaml.safe_load((folder / "config.yaml").read_text()) or {}  # fields the run's config spelt out
+        if "task_balance" not in written:
             saved.task_balance = "episodes"  # saved before the option existed: that run drew tasks per episode
+        if "mastered_threshold" not in written:
+            saved.mastered_threshold = saved.curriculum_threshold  # saved when one threshold did both jobs
         resume = checkpoint.resumable_checkpoint(folder)  # None: killed before its first checkpoint
         default = copy.deepcopy(saved)
         default.run_name, default.runs_dir = folder.name, str(folder.parent)

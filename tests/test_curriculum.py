@@ -48,6 +48,26 @@ def test_threshold_levels_stay_open_when_a_lower_task_dips():
     assert restored.unlocked() == cur.unlocked() and restored.probs() == cur.probs()
 
 
+def test_a_task_opens_the_next_level_at_threshold_but_keeps_its_weight_until_mastered():
+    cur = ThresholdCurriculum(TASKS, window=10, threshold=0.8, mastered_threshold=0.9, mastered_weight=0.25)
+    _feed(cur, "Empty-5x5", 10, 0)
+    _feed(cur, "LavaGapS5", 8, 2)  # 0.8: good enough to open level 2, not yet mastered
+    assert cur.level() == 2 and not cur.mastered("LavaGapS5") and cur.mastered("Empty-5x5")
+    # Empty-5x5 at 0.25; LavaGapS5 and DoorKey-5x5 at full weight: 0.25 / 2.25, 1 / 2.25 each
+    assert cur.probs() == pytest.approx({"Empty-5x5": 1 / 9, "LavaGapS5": 4 / 9, "DoorKey-5x5": 4 / 9})
+    _feed(cur, "LavaGapS5", 9, 0)  # the window slides to one failure and nine successes: 0.9
+    assert cur.success_rate("LavaGapS5") == pytest.approx(0.9)
+    assert cur.mastered("LavaGapS5")
+    assert cur.probs() == pytest.approx({"Empty-5x5": 1 / 6, "LavaGapS5": 1 / 6, "DoorKey-5x5": 2 / 3})
+    # One threshold for both (mastered_threshold=None), as before the two were split.
+    single = ThresholdCurriculum(TASKS, window=10, threshold=0.8, mastered_threshold=None, mastered_weight=0.25)
+    _feed(single, "Empty-5x5", 10, 0)
+    _feed(single, "LavaGapS5", 8, 2)
+    assert single.mastered("LavaGapS5") and single.probs()["LavaGapS5"] == pytest.approx(1 / 6)
+    with pytest.raises(ValueError, match=r"mastered_threshold=1.2 must be a probability in \[0, 1\]"):
+        ThresholdCurriculum(TASKS, mastered_threshold=1.2)
+
+
 def test_threshold_needs_a_full_window():
     cur = ThresholdCurriculum(TASKS, window=10, threshold=0.8)
     _feed(cur, "Empty-5x5", 5, 0)

@@ -65,6 +65,7 @@ BAD_TRAIN_INPUT = [
     (["--frames", "-4"], "frames=-4 must be a positive integer"),
     (["--num-envs", "0"], "num_envs=0 must be a positive integer"),
     (["--curriculum-threshold", "1.5"], "curriculum_threshold=1.5 must be a probability in [0, 1]"),
+    (["--mastered-threshold", "-0.1"], "mastered_threshold=-0.1 must be a probability in [0, 1]"),
     (["--lp-epsilon", "-0.1"], "lp_epsilon=-0.1 must be a probability in [0, 1]"),
     (["--gae-lambda", "2"], "gae_lambda=2.0 must be in [0, 1]"),
     (["--learning-rate", "nan"], "learning_rate=nan must be a finite number"),
@@ -144,6 +145,19 @@ def test_a_run_saved_before_task_balance_resumes_drawing_per_episode(tmp_path):
     (tmp_path / "r" / "config.yaml").write_text(config.to_yaml())
     config, _ = train.parse_args(["--resume", str(tmp_path / "r")])
     assert config.task_balance == "episodes"
+
+
+def test_a_run_saved_before_mastered_threshold_resumes_with_its_one_threshold(tmp_path):
+    Trainer(_config(tmp_path, frames=256, curriculum="threshold", curriculum_threshold=0.7), progress=False).run()
+    saved = tmp_path / "r" / "config.yaml"
+    saved.write_text("".join(line for line in saved.read_text().splitlines(True) if not line.startswith("mastered_threshold:")))
+    config, _ = train.parse_args(["--resume", str(tmp_path / "r"), "--frames", "384"])
+    assert config.mastered_threshold == 0.7  # its curriculum_threshold did both jobs then, not the new default 0.9
+    with pytest.raises(ValueError, match=r"mastered_threshold=0.9 \(the run has 0.7\)"):  # it changes the experiment
+        train.parse_args(["--resume", str(tmp_path / "r"), "--mastered-threshold", "0.9"])
+    (tmp_path / "r" / "config.yaml").write_text(config.to_yaml())  # as the resumed run rewrites it
+    config, _ = train.parse_args(["--resume", str(tmp_path / "r")])
+    assert config.mastered_threshold == 0.7
 
 
 def test_bad_evaluate_input(tmp_path, capsys):

@@ -104,6 +104,8 @@ class RunConfig:
     """Episodes in each task's moving success rate (curriculum and console)."""
     curriculum_threshold: float = 0.8
     """threshold curriculum: success rate that opens the next level."""
+    mastered_threshold: float = 0.9
+    """threshold curriculum: success rate from which a task counts as mastered and drops to mastered_weight."""
     mastered_weight: float = 0.25
     """threshold curriculum: sampling weight of mastered tasks relative to the others."""
     lp_epsilon: float = 0.1
@@ -152,7 +154,7 @@ class RunConfig:
             get_task(name)
         if self.threads < 0:
             raise ValueError(f"threads={self.threads!r} must be an integer >= 0 (0 = auto).")
-        for name in ("curriculum_threshold", "mastered_weight", "lp_epsilon"):
+        for name in ("curriculum_threshold", "mastered_threshold", "mastered_weight", "lp_epsilon"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r} must be a probability in [0, 1].")
@@ -194,7 +196,10 @@ class RunConfig:
     def make_curriculum(self) -> Curriculum:
         kwargs: dict = {"window": self.curriculum_window}
         if self.curriculum == "threshold":
-            kwargs.update(threshold=self.curriculum_threshold, mastered_weight=self.mastered_weight)
+            kwargs.update(
+                threshold=self.curriculum_threshold, mastered_threshold=self.mastered_threshold,
+                mastered_weight=self.mastered_weight,
+            )
         elif self.curriculum == "learning-progress":
             kwargs.update(epsilon=self.lp_epsilon)
         return make_curriculum(self.curriculum, self.task_list, **kwargs)
