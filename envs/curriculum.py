@@ -93,9 +93,9 @@ class NoCurriculum(Curriculum):
 class ThresholdCurriculum(Curriculum):
     """Open level by level as the lower levels pass a success threshold.
 
-    A level, once open, stays open: a dip of a lower task below the threshold
-    (common while a new level's tasks pull on the shared weights) gives that
-    task its full weight again instead of withdrawing the harder tasks, so
+    A level, once open, stays open: a dip of a lower task below the
+    thresholds (common while a new level's tasks pull on the shared weights)
+    gives that task its full weight again instead of withdrawing the harder tasks, so
     the set of open tasks only grows and "when was level N opened" is one frame.
 
     Opening a level and lowering a task's weight are separate thresholds: a
