@@ -109,16 +109,15 @@ class ThresholdCurriculum(Curriculum):
         threshold: moving success rate every task of the lower levels needs before a level opens.
         mastered_weight: sampling weight of mastered tasks relative to the others.
         mastered_threshold: moving success rate from which a task counts as
-            mastered (weight ``mastered_weight``); ``None``: ``threshold``.
+            mastered (weight ``mastered_weight``); equal to ``threshold``,
+            one threshold does both jobs.
     """
 
     def __init__(
         self, tasks: Sequence[str], *, window: int = 100, threshold: float = 0.8, mastered_weight: float = 0.25,
-        mastered_threshold: float | None = 0.9,
+        mastered_threshold: float = 0.9,
     ) -> None:
         super().__init__(tasks, window=window)
-        if mastered_threshold is None:
-            mastered_threshold = threshold
         for name, value in (("threshold", threshold), ("mastered_threshold", mastered_threshold)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r} must be a probability in [0, 1].")

@@ -59,8 +59,8 @@ def test_a_task_opens_the_next_level_at_threshold_but_keeps_its_weight_until_mas
     assert cur.success_rate("LavaGapS5") == pytest.approx(0.9)
     assert cur.mastered("LavaGapS5")
     assert cur.probs() == pytest.approx({"Empty-5x5": 1 / 6, "LavaGapS5": 1 / 6, "DoorKey-5x5": 2 / 3})
-    # One threshold for both (mastered_threshold=None), as before the two were split.
-    single = ThresholdCurriculum(TASKS, window=10, threshold=0.8, mastered_threshold=None, mastered_weight=0.25)
+    # One threshold for both, as before the two were split.
+    single = ThresholdCurriculum(TASKS, window=10, threshold=0.8, mastered_threshold=0.8, mastered_weight=0.25)
     _feed(single, "Empty-5x5", 10, 0)
     _feed(single, "LavaGapS5", 8, 2)
     assert single.mastered("LavaGapS5") and single.probs()["LavaGapS5"] == pytest.approx(1 / 6)
