@@ -5,7 +5,8 @@
 
 from envs.recognition import HELDOUT_PAIRS, TRAIN_PAIRS
 from envs.tasks import TASKS, TaskSpec, get_task, list_tasks, make, make_external
-from envs.vector import MultiTaskVectorEnv, TaskSlot
+from envs.slots import TaskSlot
+from envs.vector import MultiTaskVectorEnv
 from envs.wrappers import FAMILIES, NOT_IN_VIEW, VOCAB, CommonObs, target_cell, tokenize
 
 __all__ = [

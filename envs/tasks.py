@@ -175,6 +175,27 @@ def list_tasks(*, split: str | None = None, family: str | None = None) -> list[T
     ]
 
 
+def excludes_targets(spec: TaskSpec) -> bool:
+    """Whether the task's train-split episodes must be redrawn when they target a held-out pair.
+
+    Only missions naming a key, ball or box can hit a held-out pair; goal and
+    door targets never can, so their resets skip the check.
+    """
+    return spec.split == "train" and spec.target not in (None, _goal, _door)
+
+
+def raw(task_name: str, *, render_mode: str | None = None) -> gym.Env:
+    """One task's MiniGrid environment with MiniGrid's own observations.
+
+    In the train split, held-out (colour, type) pairs are never the target.
+    """
+    spec = get_task(task_name)
+    env = spec.factory(render_mode=render_mode)
+    if excludes_targets(spec):
+        env = ExcludeTargets(env, target_fn=spec.target, excluded=recognition.HELDOUT_PAIRS)
+    return env
+
+
 def make(
     task_name: str,
     *,
@@ -197,13 +218,8 @@ def make(
         render_mode: passed to MiniGrid (``"rgb_array"`` for videos).
     """
     spec = get_task(task_name)
-    env = spec.factory(render_mode=render_mode)
-    if spec.split == "train" and spec.target not in (None, _goal, _door):
-        # Only missions naming a key, ball or box can hit a held-out pair; goal
-        # and door targets never can, so their resets skip the check.
-        env = ExcludeTargets(env, target_fn=spec.target, excluded=recognition.HELDOUT_PAIRS)
     env = CommonObs(
-        env,
+        raw(task_name, render_mode=render_mode),
         task_index=spec.index,
         num_tasks=len(TASKS),
         family=spec.family,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from envs import TASKS, MultiTaskVectorEnv, make
-from envs.vector import Packing
+from envs.slots import Packing
 
 TASK_MIX = ["DoorKey-5x5", "GoToObject-6x6-N2", "ColorGoTo-6x6-N3"]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
+import sys
 import time
 import types
 import typing
@@ -24,6 +26,7 @@ from agents.model import AgentConfig
 from agents.ppo import PPOConfig
 from envs.curriculum import CURRICULA, Curriculum, FamilySchedule, make_curriculum
 from envs.tasks import get_task, list_tasks
+from envs.vector import backend_problem, resolve_backend
 from training.cli import check_writable
 
 DEFAULT_TASKS = ",".join(spec.name for spec in list_tasks(split="train"))
@@ -32,7 +35,7 @@ DEFAULT_TASKS = ",".join(spec.name for spec in list_tasks(split="train"))
 # reported. Anything else (tasks, agent, PPO, seed, curriculum...) would make the
 # resumed run a different experiment from the checkpoint it continues.
 RESUMABLE = (
-    "frames", "device", "threads", "vectorization", "video_every", "video_max_steps", "checkpoint_every",
+    "frames", "device", "threads", "backend", "env_threads", "vectorization", "video_every", "video_max_steps", "checkpoint_every",
     "keep_checkpoints", "log_every", "max_env_crashes", "max_bad_updates",
 )
 
@@ -92,8 +95,12 @@ class RunConfig:
     """Where the network runs: auto picks CUDA when present, else CPU."""
     obs: Literal["symbolic", "rgb"] = "symbolic"
     """Observation: MiniGrid's 7x7 symbolic view or the rendered 56x56 egocentric view."""
+    backend: Literal["auto", "envpool", "minigrid"] = "auto"
+    """Environment backend: envpool (C++ MiniGrid, fast; symbolic obs), minigrid (python MiniGrid, the reference), or auto: envpool wherever it imports and serves the settings, else minigrid with a notice."""
+    env_threads: int = 0
+    """envpool backend: worker threads per task pool (0 = every core of the machine)."""
     vectorization: Literal["sync", "async"] = "sync"
-    """Step slots in this process (sync) or one worker process per slot (async)."""
+    """minigrid backend: step slots in this process (sync) or one worker process per slot (async)."""
     curriculum: Literal["none", "threshold", "learning-progress"] = "threshold"
     """Which tasks the slots run: all uniformly, unlocked level by level, or by learning progress."""
     schedule: Literal["mixed", "alternate", "round-robin"] = "mixed"
@@ -154,6 +161,12 @@ class RunConfig:
             get_task(name)
         if self.threads < 0:
             raise ValueError(f"threads={self.threads!r} must be an integer >= 0 (0 = auto).")
+        cores = os.cpu_count() or 1
+        if not 0 <= self.env_threads <= cores:
+            raise ValueError(f"env_threads={self.env_threads!r} must be in [0, {cores}] on this machine ({cores} cores; 0 = all).")
+        problem = backend_problem(self.backend, obs=self.obs, vectorization=self.vectorization)
+        if problem:
+            raise ValueError(f"{problem}; use --backend minigrid (or auto).")
         for name in ("curriculum_threshold", "mastered_threshold", "mastered_weight", "lp_epsilon"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -258,6 +271,14 @@ class RunConfig:
         if self.threads:
             return self.threads
         return 1 if self.vectorization == "async" else torch.get_num_threads()
+
+    def resolved_backend(self) -> str:
+        """The backend this run uses; ``auto`` falling back to minigrid prints why, once, on stderr."""
+        backend, notice = resolve_backend(self.backend, obs=self.obs, vectorization=self.vectorization)
+        if notice and not getattr(self, "_noticed", False):
+            print(f"notice: backend minigrid (python MiniGrid): {notice}.", file=sys.stderr)
+            self._noticed = True
+        return backend
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":

@@ -23,11 +23,12 @@ from tqdm import tqdm
 
 from agents.buffer import RolloutBuffer
 from agents.model import MultiTaskActorCritic, ObsBatch
+from training.rollout import Collector, Episode
 from agents.ppo import MultiTaskPPO, NonFiniteLoss
 from envs.curriculum import FamilySchedule
 from envs.tasks import TASK_NAMES, TASKS, make
 from envs.wrappers import FAMILIES
-from envs.vector import MultiTaskVectorEnv
+from envs.vector import make_vector_env
 from agents.persist import remove_leftovers, resolve_checkpoint
 from training import checkpoint
 from training.checkpoint import RunStopped
@@ -91,8 +92,9 @@ class Trainer:
         self.device = device or config.resolved_device()
         torch.set_num_threads(config.resolved_threads())
         set_seed(config.seed + world.rank)  # ranks sample their own actions; DDP copies rank 0's initial weights
-        self.env = MultiTaskVectorEnv(
-            config.task_list, config.num_envs, obs=config.obs, vectorization=config.vectorization
+        self.env = make_vector_env(
+            config.task_list, config.num_envs, backend=config.resolved_backend(), obs=config.obs,
+            vectorization=config.vectorization, env_threads=config.env_threads,
         )
         self.curriculum = config.make_curriculum()
         self.schedule = FamilySchedule(config.schedule)
@@ -125,7 +127,6 @@ class Trainer:
         self.frames = 0
         self.updates = 0
         self.env_crashes: dict[str, int] = defaultdict(int)  # per task, over the run (this rank's slots)
-        self._finished: list[tuple[str, bool, float, int]] = []  # this rank's episodes since the last rollout
         self.skipped_updates = 0  # over the run (non-finite loss or gradient)
         self._bad_in_a_row = 0
         payload = checkpoint.load(resume) if resume is not None else None
@@ -147,96 +148,50 @@ class Trainer:
             if payload is None:
                 self.logger.text("hparams", hparams_markdown(config.flat()))
         self._video_envs: dict[str, object] = {}
-        n = config.num_envs
-        self._ep_return = np.zeros(n)
-        self._ep_length = np.zeros(n, dtype=np.int64)
-        self._state = self.model.initial_state(n)
-        self._episode_start = np.ones(n, dtype=bool)
+        self.collector = Collector(
+            self.env, self.model, self.buffer, device=self.device, gamma=config.ppo.gamma, gae_lambda=config.ppo.gae_lambda
+        )
         local = self._local_state(payload) if payload is not None else None
-        if local is not None:
-            # Exact resume: the slots replay their episodes in flight, and the
-            # learner's per-slot state and RNGs are those of the checkpoint.
-            self._obs, info = self.env.set_state(local["env"])
-            self._load_in_flight(local["in_flight"])
+        if local is not None and isinstance(local["env"], dict) == self.env.exact_resume:
+            # Saved by the other backend (a pooled state is a dict, the python one a list per slot).
+            print("notice: the checkpoint's episodes in flight were saved by the other environment backend; "
+                  "the slots start new episodes.", file=sys.stderr)
+            checkpoint.set_rng_state(local["rng"])
+            local = None
+            self.collector.start(*self.env.reset(seed=config.seed + self.frames + world.rank * config.num_envs))
+        elif local is not None:
+            # Exact resume (python backend): the slots replay their episodes in flight, and
+            # the learner's per-slot state and RNGs are those of the checkpoint. The envpool
+            # backend restarts the episodes in flight instead, seeded from the checkpoint.
+            self.collector.start(*self.env.set_state(local["env"]))
+            if self.env.exact_resume:
+                self.collector.load_state_dict(local["in_flight"])
             checkpoint.set_rng_state(local["rng"])
         else:
             # Ranks' slots are seeded apart, as one process with num_envs x world_size slots would be.
-            self._obs, info = self.env.reset(seed=config.seed + self.frames + world.rank * config.num_envs)
-        self._labels = (info["view_labels"], info["target_cell"])
+            self.collector.start(*self.env.reset(seed=config.seed + self.frames + world.rank * config.num_envs))
         self._boundary: dict = {}
         self._snapshot()
 
     # ------------------------------------------------------------ collecting
-    def _to_device(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
-        return torch.as_tensor(array, device=self.device, dtype=dtype)
-
     def collect(self) -> None:
-        """Fill the buffer with ``num_steps`` steps of every slot."""
-        self.buffer.reset()
-        self.model.eval()
-        for _ in range(self.config.ppo.num_steps):
-            obs = ObsBatch.from_numpy(self._obs, self.device)
-            episode_start = self._to_device(self._episode_start)
-            state_before = self._state
-            out = self.model.act(obs, self._state, episode_start)
-            actions = out.action.cpu().numpy()
-            next_obs, rewards, terminated, truncated, info = self.env.step(actions)
-            bootstrap = torch.zeros(self.config.num_envs, device=self.device)
-            if truncated.any():
-                # A time-out is not a terminal state: its return continues with V(final obs).
-                idx = np.flatnonzero(truncated)
-                final = {k: np.stack([info["final_obs"][i][k] for i in idx]) for k in ObsBatch._fields}
-                state = tuple(s[idx] for s in out.state) if out.state is not None else None
-                bootstrap[idx] = self.model.value(ObsBatch.from_numpy(final, self.device), state)
-            self.buffer.add(
-                obs,
-                action=out.action,
-                logprob=out.logprob,
-                value=out.value,
-                reward=self._to_device(rewards, torch.float32),
-                terminated=self._to_device(terminated),
-                truncated=self._to_device(truncated),
-                episode_start=episode_start,
-                view_labels=self._to_device(self._labels[0]),
-                target_cell=self._to_device(self._labels[1]),
-                bootstrap=bootstrap,
-                state=state_before,
-            )
-            self._track_episodes(self._obs["task"], rewards, terminated | truncated, info)
-            self._obs, self._labels = next_obs, (info["view_labels"], info["target_cell"])
-            self._state = out.state
-            self._episode_start = terminated | truncated
-        with torch.no_grad():
-            last_value = self.model.value(
-                ObsBatch.from_numpy(self._obs, self.device), self._state, self._to_device(self._episode_start)
-            )
-        self.buffer.compute_returns(last_value, gamma=self.config.ppo.gamma, gae_lambda=self.config.ppo.gae_lambda)
-        self._share_episodes()
+        """Fill the buffer with ``num_steps`` steps of every slot (:class:`training.rollout.Collector`)."""
+        episodes, crashes = self.collector.collect(self.config.ppo.num_steps)
+        for task, reason in crashes:
+            self._count_crash(task, reason)
+        self._share_episodes(episodes)
         self.frames += self.config.ppo.num_steps * self.config.num_envs * self.world.world_size
 
-    def _track_episodes(self, tasks: np.ndarray, rewards: np.ndarray, done: np.ndarray, info: dict) -> None:
-        self._ep_return += rewards
-        self._ep_length += 1
-        crashed = info["final_info"].get("_crashed") if done.any() else None
-        for i in np.flatnonzero(done):
-            if crashed is not None and crashed[i]:
-                self._count_crash(TASK_NAMES[tasks[i]], str(info["final_info"]["crashed"][i]))
-            success = bool(info["final_info"]["success"][i])
-            self._finished.append((TASK_NAMES[tasks[i]], success, float(self._ep_return[i]), int(self._ep_length[i])))
-        self._ep_return[done] = 0.0
-        self._ep_length[done] = 0
-
-    def _share_episodes(self) -> None:
+    def _share_episodes(self, episodes: list[Episode]) -> None:
         """Feed the episodes every rank finished this rollout, in rank order, to statistics and curriculum.
 
         Every rank sees the same outcomes in the same order, so every rank's
         curriculum opens the same tasks at the same update.
         """
-        for finished in all_gather(self._finished, self.world):
+        for finished in all_gather([tuple(e) for e in episodes], self.world):
             for task, success, ret, length in finished:
                 self.stats.add(task, success, ret, length)
                 self.curriculum.record(task, success)
-        self._finished = []
 
     def _count_crash(self, task: str, reason: str) -> None:
         """An episode ended by an environment crash: counted as failed (by the caller), logged, limited."""
@@ -294,17 +249,14 @@ class Trainer:
         if probs != self._applied_probs:
             self.env.set_task_probs(probs)
             self._applied_probs = probs
-        if self.schedule.kind == "alternate" and hasattr(self, "_obs"):
+        if self.schedule.kind == "alternate" and hasattr(self, "collector"):
             # A rollout collects from one family: slots still in an episode of the
             # other family restart now. The abandoned episodes are not counted, and
             # the previous rollout already bootstrapped from their value, so no bias.
             families = {FAMILIES.index(TASKS[name].family) for name in probs}
-            stale = ~np.isin(self._obs["family"], list(families))
+            stale = ~np.isin(self.collector.obs["family"], list(families))
             if stale.any():
-                self._obs, info = self.env.reset(options={"reset_mask": stale})
-                self._labels = (info["view_labels"], info["target_cell"])
-                self._ep_return[stale], self._ep_length[stale] = 0.0, 0
-                self._episode_start = self._episode_start | stale
+                self.collector.restart(stale, *self.env.reset(options={"reset_mask": stale}))
 
     # ------------------------------------------------------------- reporting
     def success_line(self) -> str:
@@ -356,12 +308,7 @@ class Trainer:
         }
         local = {
             "env": self.env.get_state(),
-            "in_flight": {
-                "episode_start": torch.as_tensor(self._episode_start).clone(),
-                "return": torch.as_tensor(self._ep_return).clone(),
-                "length": torch.as_tensor(self._ep_length).clone(),
-                "recurrent": [s.detach().cpu().clone() for s in self._state] if self._state is not None else None,
-            },
+            "in_flight": self.collector.state_dict(),
             "rng": checkpoint.rng_state(),
         }
         # Rank 0's slots at the top level (what a single process resumes), the other ranks' beside.
@@ -386,13 +333,6 @@ class Trainer:
                 )
             return None
         return ranks[self.world.rank - 1]
-
-    def _load_in_flight(self, state: dict) -> None:
-        self._episode_start = state["episode_start"].numpy().copy()
-        self._ep_return = state["return"].numpy().copy()
-        self._ep_length = state["length"].numpy().copy()
-        if state["recurrent"] is not None:
-            self._state = tuple(s.to(self.device) for s in state["recurrent"])
 
     def state_dict(self) -> dict:
         """The learner's state at the last update's end (the agent is saved beside it by :mod:`training.checkpoint`)."""

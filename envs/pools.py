@@ -1,0 +1,206 @@
+"""Task pools: many environments of one task, stepped as one batch.
+
+The pooled vector env (:mod:`envs.pooled`) keeps one pool per task and steps
+a subset of each pool's environments at every step:
+
+* :class:`EnvPoolTask`: EnvPool's C++ MiniGrid (sail-sg/envpool), its own
+  worker threads, stepped with ``send``/``recv`` so that the pools of several
+  tasks run at the same time. EnvPool auto-resets an environment on the step
+  *after* its episode ended; a pool here never steps an ended environment: the
+  vector env resets it explicitly (same-step auto-reset, as the python backend).
+* :class:`MiniGridTask`: python MiniGrid environments, for the tasks EnvPool
+  lacks (the project's own ``Color*`` tasks). Built on first use.
+
+Both answer in MiniGrid's raw terms (image, direction, mission text, reward,
+terminated, truncated); the vector env turns a batch of those into the common
+observation and labels once, for all slots.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from typing import Any
+
+import numpy as np
+
+from envs import recognition
+from envs.labels import GOAL, NO_TARGET, mission_target
+from envs.tasks import TaskSpec, _goal, excludes_targets, raw
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
+
+from envs.wrappers import Target
+
+ENVPOOL_VERSIONS = ">=1.2.5,<1.3"
+"""EnvPool releases the parity tests passed on (pyproject pins the same range)."""
+
+MAX_REDRAWS = 1000  # resets tried before an episode that targets a held-out pair is given up on
+
+_HELDOUT = {(OBJECT_TO_IDX[kind], COLOR_TO_IDX[color]) for color, kind in recognition.HELDOUT_PAIRS}
+
+
+@functools.cache
+def envpool_problem() -> str | None:
+    """Why EnvPool cannot be used here (one line), or None when it can."""
+    try:
+        import envpool
+    except Exception as err:  # ImportError, or a broken native library
+        return f"envpool cannot be imported ({type(err).__name__}: {err})"
+    from packaging.specifiers import SpecifierSet
+
+    version = getattr(envpool, "__version__", "0")
+    if version not in SpecifierSet(ENVPOOL_VERSIONS):
+        return f"envpool {version} is installed; omnigrid is tested with envpool{ENVPOOL_VERSIONS}"
+    return None
+
+
+@functools.cache
+def envpool_ids() -> frozenset[str]:
+    """The MiniGrid/BabyAI ids EnvPool registers (empty when it cannot be used)."""
+    if envpool_problem() is not None:
+        return frozenset()
+    import envpool
+
+    return frozenset(envpool.list_all_envs())
+
+
+def served_by_envpool(spec: TaskSpec) -> bool:
+    """Whether EnvPool runs this task (every ``MiniGrid-*`` task; not the project's own)."""
+    return spec.env_id in envpool_ids()
+
+
+class EnvPoolTask:
+    """``capacity`` EnvPool environments of one task.
+
+    Args:
+        spec: the task.
+        capacity: environments in the pool (the most slots the task can get).
+        seed: seed of the pool (environment ``i`` is seeded ``seed + i`` by EnvPool).
+        num_threads: EnvPool worker threads of this pool.
+    """
+
+    def __init__(self, spec: TaskSpec, capacity: int, *, seed: int, num_threads: int) -> None:
+        import envpool
+
+        self.spec = spec
+        self.goal = spec.target is _goal
+        self.exclude = excludes_targets(spec)
+        self.pool = envpool.make(
+            spec.env_id, env_type="gymnasium", num_envs=capacity, seed=seed,
+            max_episode_steps=spec.max_steps, num_threads=min(num_threads, capacity),
+        )
+        self._missions: dict[bytes, tuple[str, Target]] = {}  # mission bytes -> (text, target)
+
+    def _decode(self, rows: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Mission texts and targets of ``rows`` (uint8, NUL-padded); one decode per distinct mission."""
+        unique, inverse = np.unique(rows, axis=0, return_inverse=True)
+        texts, targets = [], []
+        for row in unique:
+            key = row.tobytes()
+            known = self._missions.get(key)
+            if known is None:
+                text = key.rstrip(b"\0").decode()
+                known = self._missions[key] = (text, mission_target(text, goal=self.goal))
+            texts.append(known[0])
+            targets.append(known[1])
+        inverse = inverse.reshape(-1)
+        return [texts[i] for i in inverse], np.asarray(targets, dtype=np.int64).reshape(-1, 2)[inverse]
+
+    def reset(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+        """Start new episodes in environments ``ids``: (image, direction, missions, targets)."""
+        ids = ids.astype(np.int32)
+        obs, _ = self.pool.reset(ids)
+        image, direction = obs["image"], obs["direction"].astype(np.int64)
+        missions, targets = self._decode(obs["mission"])
+        for _ in range(MAX_REDRAWS):
+            if not self.exclude:
+                break
+            # Train split: an episode whose target is a held-out pair is redrawn
+            # before its first observation reaches anyone.
+            bad = np.fromiter(((int(t), int(c)) in _HELDOUT for t, c in targets), dtype=bool, count=len(targets))
+            if not bad.any():
+                break
+            again, _ = self.pool.reset(ids[bad])
+            image[bad], direction[bad] = again["image"], again["direction"]
+            new_missions, targets[bad] = self._decode(again["mission"])
+            for i, text in zip(np.flatnonzero(bad), new_missions):
+                missions[i] = text
+        else:
+            raise RuntimeError(f"{self.spec.name}: no episode without a held-out target in {MAX_REDRAWS} resets.")
+        return image, direction, missions, targets
+
+    def send(self, ids: np.ndarray, actions: np.ndarray) -> None:
+        self.pool.send(actions.astype(np.int32), ids.astype(np.int32))
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+        """(image, direction, reward, terminated, truncated, crashes by position) of the last :meth:`send`."""
+        obs, reward, terminated, truncated, _ = self.pool.recv()
+        return obs["image"], obs["direction"], reward, terminated, truncated, {}
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class MiniGridTask:
+    """Python MiniGrid environments of one task, built on first use.
+
+    An environment that raises in ``step`` ends its episode as truncated and
+    is rebuilt (the crash is reported, as the python backend's slots do).
+    """
+
+    def __init__(self, spec: TaskSpec, capacity: int, *, seed: int, num_threads: int = 1) -> None:
+        self.spec = spec
+        self.seed = seed
+        self.envs: list[Any] = [None] * capacity
+        self._pending: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _target(self, env: Any) -> Target:
+        if self.spec.target is None:
+            return NO_TARGET
+        return GOAL if self.spec.target is _goal else self.spec.target(env.unwrapped)
+
+    def reset(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+        images, directions, missions, targets = [], [], [], []
+        for i in ids.tolist():
+            seed = None
+            if self.envs[i] is None:
+                self.envs[i] = raw(self.spec.name)
+                seed = self.seed + i  # first episode of this env: seeded, later ones continue its stream
+            obs, _ = self.envs[i].reset(seed=seed)
+            images.append(obs["image"])
+            directions.append(obs["direction"])
+            missions.append(obs["mission"])
+            targets.append(self._target(self.envs[i]))
+        return (np.stack(images), np.asarray(directions, dtype=np.int64), missions,
+                np.asarray(targets, dtype=np.int64).reshape(-1, 2))
+
+    def send(self, ids: np.ndarray, actions: np.ndarray) -> None:
+        self._pending = (ids, actions)
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+        assert self._pending is not None, "MiniGridTask.recv without send"
+        ids, actions = self._pending
+        n = len(ids)
+        image = np.zeros((n, 7, 7, 3), dtype=np.uint8)
+        direction = np.zeros(n, dtype=np.int64)
+        reward = np.zeros(n)
+        terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        crashes: dict[int, str] = {}
+        for k, (i, action) in enumerate(zip(ids.tolist(), actions.tolist())):
+            try:
+                obs, reward[k], terminated[k], truncated[k], _ = self.envs[i].step(action)
+                image[k], direction[k] = obs["image"], obs["direction"]
+            except Exception as err:
+                crashes[k] = f"{type(err).__name__}: {err}"
+                print(f"warning: environment of {self.spec.name} crashed ({crashes[k]}); "
+                      "the slot continues on a fresh env.", file=sys.stderr)
+                traceback.print_exc(file=sys.stderr)
+                self.envs[i] = None  # rebuilt at the slot's next reset
+                truncated[k] = True
+        return image, direction, reward, terminated, truncated, crashes
+
+    def close(self) -> None:
+        for env in self.envs:
+            if env is not None:
+                env.close()

@@ -1,0 +1,140 @@
+"""The envpool backend keeps the vector env's contract (envs/pooled.py)."""
+
+import numpy as np
+import pytest
+
+from envs import TASKS
+from envs.labels import target_cells
+from envs.pooled import PooledVectorEnv
+from envs.recognition import HELDOUT_PAIRS
+from envs.tasks import TASK_INDEX
+from envs.vector import MultiTaskVectorEnv, make_vector_env
+from envs.wrappers import COLOR_TO_IDX, OBJECT_TO_IDX, target_cell
+from training.config import RunConfig
+
+MIX = ["DoorKey-5x5", "GoToObject-6x6-N2", "ColorPickup-6x6-N3", "Fetch-5x5-N2"]
+
+
+def _random_steps(env, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        yield env.step(rng.integers(0, 7, env.num_envs))
+
+
+def test_observation_and_labels_match_the_python_backend_format():
+    pooled, python = PooledVectorEnv(MIX, 8), MultiTaskVectorEnv(MIX, 8, vectorization="sync")
+    (a, ia), (b, ib) = pooled.reset(seed=1), python.reset(seed=1)
+    for key in b:
+        assert a[key].shape == b[key].shape and a[key].dtype == b[key].dtype, key
+    assert pooled.single_observation_space == python.single_observation_space
+    assert a["task"].tolist() == b["task"].tolist() == [TASK_INDEX[MIX[i % 4]] for i in range(8)]
+    for key in ("view_labels", "target_cell"):
+        assert ia[key].shape == ib[key].shape and ia[key].dtype == ib[key].dtype, key
+    ended = 0
+    for obs, reward, terminated, truncated, info in _random_steps(pooled, 300):
+        np.testing.assert_array_equal(info["view_labels"], obs["image"][..., :2])
+        np.testing.assert_array_equal(info["target_cell"], target_cells(obs["image"], pooled._target))
+        done = terminated | truncated
+        if done.any():
+            ended += done.sum()
+            final = info["final_obs_batch"]
+            assert (info["_final_obs"] == done).all()
+            # success is a positive reward at termination, never on a time-out
+            assert (info["final_info"]["success"] == (terminated & (reward > 0))).all()
+            assert set(final) == set(obs)
+            np.testing.assert_array_equal(info["final_info"]["view_labels"][done], final["image"][done][..., :2])
+    assert ended > 20
+    pooled.close(), python.close()
+
+
+def test_batched_target_cells_equal_the_per_slot_labels():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 6, (4000, 7, 7, 3)).astype(np.uint8)
+    targets = rng.integers(0, 6, (4000, 2))
+    expected = [target_cell(image, (int(t), int(c))) for image, (t, c) in zip(images, targets)]
+    assert target_cells(images, targets).tolist() == expected
+
+
+def test_same_seed_same_stream_and_set_state_restarts_the_same_way():
+    def stream(env, seed):
+        obs, _ = env.reset(seed=seed)
+        env.set_task_probs({name: 1.0 for name in MIX})
+        out = [obs["image"].copy()]
+        out += [obs["image"].copy() for obs, *_ in _random_steps(env, 50)]
+        return np.stack(out)
+
+    one, two = PooledVectorEnv(MIX, 6), PooledVectorEnv(MIX, 6)
+    np.testing.assert_array_equal(stream(one, 3), stream(two, 3))
+    state = one.get_state()
+    first, _ = one.set_state(state)
+    second, _ = two.set_state(state)
+    assert two.current_tasks() == one.current_tasks()
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+    a = [o["image"] for o, *_ in _random_steps(one, 30, seed=5)]
+    b = [o["image"] for o, *_ in _random_steps(two, 30, seed=5)]
+    np.testing.assert_array_equal(np.stack(a), np.stack(b))
+
+
+def test_slots_switch_task_at_their_next_episode_without_rebuilding_pools():
+    env = PooledVectorEnv(["Empty-5x5"], 4)
+    env.reset(seed=0)
+    env.set_task_probs({"Empty-5x5": 1.0, "GoToDoor-5x5": 1.0})
+    for _ in _random_steps(env, 200):
+        pass
+    pools = dict(env._pools)
+    assert set(env.current_tasks()) <= {"Empty-5x5", "GoToDoor-5x5"} and len(pools) == 2
+    env.set_tasks(["GoToDoor-5x5"] * 4)
+    for _ in _random_steps(env, 300, seed=1):
+        pass
+    assert env.current_tasks() == ["GoToDoor-5x5"] * 4
+    assert all(env._pools[task] is pool for task, pool in pools.items())  # the same pools, threads and all
+    # no two slots share an environment of a pool
+    pairs = set(zip(env._task.tolist(), env._env.tolist()))
+    assert len(pairs) == 4
+
+
+@pytest.mark.parametrize("task", ["GoToObject-6x6-N2", "Fetch-5x5-N2"])
+def test_heldout_pairs_are_never_a_train_target(task):
+    env = PooledVectorEnv([task], 32)
+    env.reset(seed=0)
+    heldout = {(OBJECT_TO_IDX[kind], COLOR_TO_IDX[color]) for color, kind in HELDOUT_PAIRS}
+    seen = set()
+    for _ in range(40):  # 1280 fresh episodes
+        env.reset(options={"reset_mask": np.ones(32, dtype=bool)})
+        seen |= set(map(tuple, env._target.tolist()))
+    assert not seen & heldout
+    assert len(seen) >= 8  # the other pairs do come up
+
+
+def test_make_vector_env_and_config_choose_the_backend(monkeypatch, capsys):
+    assert isinstance(make_vector_env(["Empty-5x5"], 2, backend="auto"), PooledVectorEnv)
+    assert isinstance(make_vector_env(["Empty-5x5"], 2, backend="auto", obs="rgb"), MultiTaskVectorEnv)
+    with pytest.raises(ValueError, match="envpool renders no egocentric RGB view"):
+        make_vector_env(["Empty-5x5"], 2, backend="envpool", obs="rgb")
+    import envs.pools
+
+    envs.pools.envpool_problem.cache_clear()
+    monkeypatch.setattr(envs.pools, "envpool_problem", lambda: "envpool cannot be imported (ImportError: nope)")
+    with pytest.raises(ValueError, match=r"envpool cannot be imported .*use --backend minigrid"):
+        RunConfig(tasks="Empty-5x5", backend="envpool").validate()
+    config = RunConfig(tasks="Empty-5x5")
+    config.validate()
+    assert config.resolved_backend() == "minigrid"
+    assert capsys.readouterr().err.count("notice: backend minigrid") == 1
+
+
+@pytest.mark.parametrize("value", [-1, 10_000])
+def test_env_threads_out_of_range_is_refused(value):
+    with pytest.raises(ValueError, match=f"env_threads={value}"):
+        RunConfig(tasks="Empty-5x5", env_threads=value).validate()
+
+
+def test_every_envpool_task_runs_and_ends_episodes():
+    served = [name for name, spec in TASKS.items() if spec.env_id.startswith("MiniGrid-")]
+    env = PooledVectorEnv(served, len(served))
+    env.reset(seed=0)
+    assert all(type(env._pools[t]).__name__ == "EnvPoolTask" for t in np.unique(env._task))
+    for _ in _random_steps(env, 100):
+        pass
+    env.close()
