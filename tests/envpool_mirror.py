@@ -21,10 +21,14 @@ What is copied:
 * the attributes a task's ``step()`` (or the project's target function)
   reads: Fetch's ``targetType``/``targetColor``, GoToDoor's ``target_pos``/
   ``target_color``, GoToObject's ``targetType``/``target_color``/
-  ``target_pos``, KeyCorridor's (and the other RoomGrid pick-up tasks')
-  ``obj`` (the very object in the grid: MiniGrid compares it by identity),
-  Unlock's ``door``, and the goal / gap positions of Empty-style,
-  MultiRoom, Crossing and LavaGap envs.
+  ``target_pos``, KeyCorridor's ``obj`` (the very object in the grid:
+  MiniGrid compares it by identity); and, for a faithful layout though no
+  ``step()`` reads them, the goal positions of MultiRoom and Crossing and
+  LavaGap's goal and gap positions.
+
+The classes covered are those of the registry's MiniGrid tasks: Empty,
+DoorKey, FourRooms, MultiRoom, Crossing (Simple/Lava), LavaGap, Fetch,
+GoToDoor, GoToObject, KeyCorridor.
 
 A python env class this module does not know raises ``NotImplementedError``
 rather than being half-copied.
@@ -113,15 +117,6 @@ def _pos(pair: Any) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _find(grid: Grid, type_name: str, color: str | None = None) -> list[tuple[int, int]]:
-    return [
-        (x, y)
-        for x in range(grid.width)
-        for y in range(grid.height)
-        if (obj := grid.get(x, y)) is not None and obj.type == type_name and (color is None or obj.color == color)
-    ]
-
-
 def _task_attributes(env: MiniGridEnv, debug: Any) -> None:
     """Set the task-specific attributes ``env.step()`` and the labels read."""
     target_type = IDX_TO_OBJECT[int(debug.target_type)]
@@ -154,15 +149,12 @@ def _task_attributes(env: MiniGridEnv, debug: Any) -> None:
         env.goal_position = goal
     elif isinstance(env, LavaGapEnv):
         env.goal_pos = np.array(goal)
-        column = [x for x in range(2, env.width - 2) if _find_column(env.grid, x, env.obstacle_type)]
-        gaps = [(x, y) for x in column for y in range(1, env.height - 1) if env.grid.get(x, y) is None]
-        if len(gaps) != 1:
-            raise ValueError(f"LavaGap layout has {len(gaps)} gaps in its obstacle column")
+        inner = [(x, y) for x in range(1, env.width - 1) for y in range(1, env.height - 1)]
+        columns = {x for x, y in inner if isinstance(env.grid.get(x, y), env.obstacle_type)}
+        gaps = [(x, y) for x, y in inner if x in columns and env.grid.get(x, y) is None]
+        if len(columns) != 1 or len(gaps) != 1:
+            raise ValueError(f"LavaGap layout: obstacle columns {sorted(columns)}, gaps {gaps}; expected one of each")
         env.gap_pos = np.array(gaps[0])
-
-
-def _find_column(grid: Grid, x: int, obstacle_type: type) -> bool:
-    return any(isinstance(grid.get(x, y), obstacle_type) for y in range(1, grid.height - 1))
 
 
 def install_state(env: MiniGridEnv, debug: Any, step_count: int = 0) -> None:

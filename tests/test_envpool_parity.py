@@ -252,8 +252,9 @@ SOLVABLE_RESETS = 200
 _MULTIROOM_REASON = (
     "EnvPool 1.2.5's MultiRoom generator makes unsolvable layouts: the goal is unreachable in "
     "31-32% of MultiRoom-N2-S4 and 85-87% of MultiRoom-N4-S5 resets (1000 and 2000 resets; python "
-    "MiniGrid: none of 2000; bench/envpool_layouts.py, feature 'target reachable'). Cause: placing the next room, python draws its corner coordinate with "
-    "_rand_int(y - sizeY + 2, y), i.e. at most y - 1 (MiniGrid's multiroom.py _placeRoom), while "
+    "MiniGrid: none of 2000; bench/envpool_layouts.py, feature 'target reachable'). Cause: "
+    "placing the next room, python draws its corner coordinate with _rand_int(y - sizeY + 2, y), "
+    "i.e. at most y - 1 (MiniGrid's multiroom.py _placeRoom), while "
     "EnvPool's MultiRoomTask::PlaceRoom draws RandInt(y - size_y + 2, y + 1), allowing y itself "
     "(minigrid_room_tasks.cc); the room then starts at the door's row/column, and the door opens "
     "onto the new room's side wall. E.g. rows of one reset: '#A.#' over '#D###' over '.#..#' - "
@@ -292,7 +293,9 @@ NAVIGATION = [name for name in PARITY_TASKS if tasks.get_task(name).target is ta
 )
 def test_envpool_goal_is_always_reachable(name):
     spec = tasks.get_task(name)
-    pool = envpool.make(spec.env_id, env_type="gymnasium", num_envs=SOLVABLE_RESETS, seed=SEED, max_episode_steps=spec.max_steps)
+    pool = envpool.make(
+        spec.env_id, env_type="gymnasium", num_envs=SOLVABLE_RESETS, seed=SEED, max_episode_steps=spec.max_steps
+    )
     pool.reset()
     unreachable = []
     for i, state in enumerate(pool.debug_states(list(range(SOLVABLE_RESETS)))):
