@@ -131,10 +131,34 @@ def test_env_threads_out_of_range_is_refused(value):
 
 
 def test_every_envpool_task_runs_and_ends_episodes():
-    served = [name for name, spec in TASKS.items() if spec.env_id.startswith("MiniGrid-")]
+    served = [name for name, spec in TASKS.items() if spec.env_id.startswith("MiniGrid-") and "MultiRoom" not in name]
     env = PooledVectorEnv(served, len(served))
     env.reset(seed=0)
     assert all(type(env._pools[t]).__name__ == "EnvPoolTask" for t in np.unique(env._task))
     for _ in _random_steps(env, 100):
         pass
     env.close()
+
+
+def test_a_goal_reached_on_the_last_step_is_a_success_as_in_minigrid():
+    # Empty-5x5: start (1, 1) facing right, goal (3, 3), max_steps 100. EnvPool alone reports
+    # this last-step success as truncated only (tests/test_envpool_parity.py documents it).
+    done, forward, right = 6, 2, 1
+    actions = [done] * 95 + [forward, forward, right, forward, forward]
+    for backend in ("envpool", "minigrid"):
+        env = make_vector_env(["Empty-5x5"], 1, backend=backend)
+        env.reset(seed=0)
+        for action in actions[:-1]:
+            _, _, terminated, truncated, _ = env.step([action])
+            assert not (terminated | truncated).any(), backend
+        _, reward, terminated, truncated, info = env.step([actions[-1]])
+        assert (bool(terminated[0]), bool(truncated[0])) == (True, True), backend
+        assert info["final_info"]["success"][0] and reward[0] == pytest.approx(0.1), backend
+        env.close()
+
+
+def test_multiroom_runs_on_python_minigrid_inside_the_pooled_env():
+    env = PooledVectorEnv(["MultiRoom-N2-S4", "DoorKey-5x5"], 2)
+    env.reset(seed=0)
+    kinds = {TASKS[name].name: type(env._pools[TASKS[name].index]).__name__ for name in env.current_tasks()}
+    assert kinds == {"MultiRoom-N2-S4": "MiniGridTask", "DoorKey-5x5": "EnvPoolTask"}
