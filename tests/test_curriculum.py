@@ -192,3 +192,116 @@ def test_task_balance_shares_out_frames_or_episodes(tmp_path, balance):
         assert 0.35 < later < 0.65, shares
     else:
         assert later < 0.3, shares
+
+
+# ------------------------------------------------------------------ whole slots per task
+def test_slot_quotas_apportion_by_largest_remainder():
+    from envs.curriculum import slot_quotas
+
+    # 8, 4.8, 3.2: floors 8/4/3, the one slot left to the largest remainder (0.8)
+    assert slot_quotas({"a": 0.5, "b": 0.3, "c": 0.2}, 16) == {"a": 8, "b": 5, "c": 3}
+    # 15.52, 0.16, 0.32 would give 16/0/0: the tiny shares get their one slot, a the other 14
+    assert slot_quotas({"a": 0.97, "b": 0.01, "c": 0.02}, 16) == {"a": 14, "b": 1, "c": 1}
+    # the threshold curriculum after level 2 opens: 2.67, 2.67, 10.67, a three-way tie for two slots
+    assert slot_quotas({"E": 1 / 6, "L": 1 / 6, "D": 2 / 3}, 16) == {"E": 3, "L": 3, "D": 10}
+    # ties go to the task listed first; shares need not sum to 1; a zero share gets no slot
+    assert slot_quotas({"a": 0.5, "b": 0.5}, 3) == {"a": 2, "b": 1}
+    assert slot_quotas({"b": 0.5, "a": 0.5}, 3) == {"b": 2, "a": 1}
+    assert slot_quotas({"a": 2.0, "b": 1.0, "c": 1.0, "z": 0.0}, 8) == {"a": 4, "b": 2, "c": 2}
+    assert slot_quotas({"a": 0.9, "b": 0.05, "c": 0.05}, 3) == {"a": 1, "b": 1, "c": 1}
+    for bad in [({"a": 1.0}, 0), ({"a": 0.0}, 4), ({"a": 1.0, "b": -0.1}, 4)]:
+        with pytest.raises(ValueError, match="slot_quotas needs num_envs >= 1"):
+            slot_quotas(*bad)
+
+
+def test_more_open_tasks_than_slots_take_turns():
+    from envs.curriculum import slot_quotas
+
+    tasks = [f"t{i}" for i in range(24)]
+    shares = dict(zip(tasks, [0.5] + [0.5 / 23] * 23))  # the shares do not matter here
+    quotas = [slot_quotas(shares, 16, rollout=r) for r in range(4)]
+    assert all(set(q.values()) == {1} for q in quotas)  # one slot each
+    running = [list(q) for q in quotas]
+    assert running[0] == tasks[:16]
+    assert running[1] == tasks[:8] + tasks[16:]  # t16..t23, then t0..t7, in task order
+    assert running[2] == tasks[8:]
+    assert running[3] == running[0]
+    turns = {name: sum(name in run for run in running[:3]) for name in tasks}
+    assert set(turns.values()) == {2}  # every task runs 2 of every 3 rollouts
+
+
+def test_assign_slots_moves_as_few_slots_as_possible():
+    from envs.curriculum import assign_slots
+
+    # level 2 opens: E and L go from 8 slots to 3 each; their first 3 slots stay, the rest go to D
+    before = ["E"] * 8 + ["L"] * 8
+    after = assign_slots({"E": 3, "L": 3, "D": 10}, before)
+    assert after == ["E"] * 3 + ["D"] * 5 + ["L"] * 3 + ["D"] * 5
+    assert sum(a != b for a, b in zip(before, after)) == 10  # D's gain, the least possible
+    # freed slots go, in slot order, to the gaining tasks in task order
+    assert assign_slots({"a": 1, "b": 2, "c": 1}, list("aaab")) == list("abcb")
+    assert assign_slots({"a": 2, "b": 2, "c": 2}, list("ababab")) == list("ababcc")
+    assert assign_slots({"a": 3, "b": 1}, [None] * 4) == list("aaab")  # the first rollout
+    assert assign_slots({"a": 1, "b": 1}, ["gone", "a"]) == ["b", "a"]  # a task no longer open
+    with pytest.raises(ValueError, match="must be non-negative and sum to the 3 slots"):
+        assign_slots({"a": 2}, ["a"] * 3)
+
+
+def test_assign_slots_is_minimal_and_deterministic_on_random_cases():
+    import random
+    from collections import Counter
+
+    from envs.curriculum import assign_slots, slot_quotas
+
+    rng = random.Random(0)
+    names = list("abcdef")
+    for _ in range(200):
+        num_envs = rng.randint(1, 20)
+        current = [rng.choice(names + [None]) for _ in range(num_envs)]
+        shares = {name: rng.choice([0.0, rng.random()]) for name in names}
+        shares[rng.choice(names)] = 1.0
+        quotas = slot_quotas(shares, num_envs, rollout=rng.randint(0, 5))
+        after = assign_slots(quotas, current)
+        assert sum(quotas.values()) == num_envs and Counter(after) == Counter({k: v for k, v in quotas.items() if v})
+        kept = sum(min(count, quotas.get(task, 0)) for task, count in Counter(current).items() if task)
+        assert sum(a != b for a, b in zip(current, after)) == num_envs - kept  # nobody moves who could stay
+        assert assign_slots(dict(quotas), list(current)) == after
+
+
+def test_schedule_slots_for_each_kind():
+    from envs.curriculum import FamilySchedule, NoCurriculum
+
+    cur = NoCurriculum(["Empty-5x5", "GoToDoor-5x5", "DoorKey-5x5", "Fetch-5x5-N2"])
+    mixed = FamilySchedule("mixed")
+    assert mixed.slots(cur, 0, 8) == [name for name in cur.names for _ in range(2)]
+    # 1.5 slots each: the two slots left go to the first two tasks; one slot stays on Fetch-5x5-N2
+    after = ["Fetch-5x5-N2", "Empty-5x5", "Empty-5x5", "GoToDoor-5x5", "GoToDoor-5x5", "DoorKey-5x5"]
+    assert mixed.slots(cur, 3, 6, ["Fetch-5x5-N2"] * 6) == after
+    alternate = FamilySchedule("alternate")
+    nav = alternate.slots(cur, 0, 4)
+    assert nav == ["Empty-5x5", "Empty-5x5", "DoorKey-5x5", "DoorKey-5x5"]
+    assert alternate.slots(cur, 1, 4, nav) == ["GoToDoor-5x5", "GoToDoor-5x5", "Fetch-5x5-N2", "Fetch-5x5-N2"]
+    assert alternate.slots(NoCurriculum(["Empty-5x5"]), 1, 2) == ["Empty-5x5"] * 2  # the missing family yields
+    rr = FamilySchedule("round-robin")
+    assert rr.slots(cur, 1, 3) == ["GoToDoor-5x5", "DoorKey-5x5", "Fetch-5x5-N2"]
+    for rollout in range(5):  # the same rotation as assign's, one task per slot
+        assert rr.slots(cur, rollout, 6) == [next(iter(p)) for p in rr.assign(cur, rollout, 6)]
+    # More tasks of a family than slots: the family's tasks take turns over its own rollouts.
+    turns = [alternate.slots(NoCurriculum(["Empty-5x5", "DoorKey-5x5", "GoToDoor-5x5"]), r, 1) for r in range(4)]
+    assert turns == [["Empty-5x5"], ["GoToDoor-5x5"], ["DoorKey-5x5"], ["GoToDoor-5x5"]]
+    with pytest.raises(ValueError, match="current has 2 slots, num_envs=3"):
+        mixed.slots(cur, 0, 3, ["Empty-5x5"] * 2)
+
+
+def test_schedule_slots_follow_a_level_opening():
+    from envs.curriculum import FamilySchedule
+
+    cur = ThresholdCurriculum(TASKS, window=10, threshold=0.8, mastered_weight=0.25)
+    schedule = FamilySchedule("mixed")
+    before = schedule.slots(cur, 0, 16)
+    assert before == ["Empty-5x5"] * 8 + ["LavaGapS5"] * 8
+    _feed(cur, "Empty-5x5", 10, 0)
+    _feed(cur, "LavaGapS5", 10, 0)  # both mastered, level 2 opens: shares 1/6, 1/6, 2/3
+    after = schedule.slots(cur, 1, 16, before)
+    assert after == ["Empty-5x5"] * 3 + ["DoorKey-5x5"] * 5 + ["LavaGapS5"] * 3 + ["DoorKey-5x5"] * 5
+    assert schedule.slots(cur, 2, 16, after) == after  # quotas unchanged: nothing moves
