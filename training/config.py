@@ -105,8 +105,8 @@ class RunConfig:
     """Which tasks the slots run: all uniformly, unlocked level by level, or by learning progress."""
     schedule: Literal["mixed", "alternate", "round-robin"] = "mixed"
     """Spread of open tasks: every slot samples all (mixed), families take turns per rollout (alternate), or one task per slot rotating (round-robin)."""
-    task_balance: Literal["frames", "episodes"] = "frames"
-    """What the curriculum's task probabilities share out: frames (each task's episode draws scaled by 1 / its recent mean episode length) or episodes."""
+    task_balance: Literal["slots", "frames", "episodes"] = "slots"
+    """How the curriculum's task probabilities are carried out: slots (whole slots per open task, at least one each: a task's share of frames is its share of slots), frames (each episode's task drawn, scaled by 1 / the task's recent mean episode length) or episodes (drawn as they are)."""
     curriculum_window: int = 100
     """Episodes in each task's moving success rate (curriculum and console)."""
     curriculum_threshold: float = 0.8

@@ -242,18 +242,29 @@ class Trainer:
 
     def apply_curriculum(self) -> None:
         """Tell the slots what the next rollout runs (each from its next episode on)."""
-        lengths = None
-        if self.config.task_balance == "frames":
-            lengths = {name: float(np.mean(window)) for name, window in self.stats.lengths.items() if window}
-        probs = self.schedule.assign(self.curriculum, self.updates, self.config.num_envs, lengths)
-        if probs != self._applied_probs:
-            self.env.set_task_probs(probs)
-            self._applied_probs = probs
+        if self.config.task_balance == "slots":
+            # Whole slots per task; a slot keeps its task while the task keeps its quota.
+            # The slots' current tasks are read back from the env (restored with it on resume).
+            rows = self.env.task_probs
+            current = [TASK_NAMES[row.argmax()] if row.max() == 1.0 else None for row in rows]
+            tasks = self.schedule.slots(self.curriculum, self.updates, self.config.num_envs, current)
+            if tasks != current:
+                self.env.set_tasks(tasks)
+            running = set(tasks)
+        else:
+            lengths = None
+            if self.config.task_balance == "frames":
+                lengths = {name: float(np.mean(window)) for name, window in self.stats.lengths.items() if window}
+            probs = self.schedule.assign(self.curriculum, self.updates, self.config.num_envs, lengths)
+            if probs != self._applied_probs:
+                self.env.set_task_probs(probs)
+                self._applied_probs = probs
+            running = set(probs) if isinstance(probs, dict) else {name for row in probs for name in row}
         if self.schedule.kind == "alternate" and hasattr(self, "collector"):
             # A rollout collects from one family: slots still in an episode of the
             # other family restart now. The abandoned episodes are not counted, and
             # the previous rollout already bootstrapped from their value, so no bias.
-            families = {FAMILIES.index(TASKS[name].family) for name in probs}
+            families = {FAMILIES.index(TASKS[name].family) for name in running}
             stale = ~np.isin(self.collector.obs["family"], list(families))
             if stale.any():
                 self.collector.restart(stale, *self.env.reset(options={"reset_mask": stale}))
