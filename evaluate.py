@@ -25,6 +25,12 @@ from typing import Annotated, Literal
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
+from training import threads  # noqa: E402  (imports no torch)
+
+# Before torch loads libgomp, which reads its environment once: OpenMP threads
+# that sleep instead of spinning leave the cores to a training run beside us.
+threads.configure_openmp()
+
 import torch  # noqa: E402
 import tyro  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -67,6 +73,8 @@ class EvalArgs:
     """Argmax actions instead of sampling from the policy."""
     device: str = "auto"
     """auto (cuda if available), cpu or cuda."""
+    threads: int = 0
+    """CPU threads for torch; 0 = auto (training/threads.py: 1, as evaluation's small batches gain nothing from more)."""
     json: str = ""
     """Where to write the results (default: runs/<run>/eval/<split>-<time>.json per run)."""
     video: str = ""
@@ -134,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--{name.replace('_', '-')}={value} must be a positive integer.")
         if args.video_episodes < 0:
             raise ValueError(f"--video-episodes={args.video_episodes} must be >= 0.")
+        torch.set_num_threads(threads.resolve_threads(args.threads, role="evaluate"))
         device = _device(args.device)
         if args.json:
             if Path(args.json).is_dir():
@@ -160,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "deterministic" if args.deterministic else "sampled"
     print(
         f"{len(targets)} tasks ({what}), {args.episodes} episodes each, {mode} actions, seed {args.seed}, "
-        f"device {device}: {', '.join(str(c) for c in checkpoints)}"
+        f"device {device}, {torch.get_num_threads()} CPU thread(s): {', '.join(str(c) for c in checkpoints)}"
     )
     settings = {"split": what, "episodes": args.episodes, "seed": args.seed, "deterministic": args.deterministic}
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
