@@ -67,7 +67,7 @@ def main() -> int:
         "curriculum": json.loads(json.dumps(trainer.curriculum.state_dict(), default=str)),
         "opened": opened,
         "episodes": dict(trainer.stats.episodes),
-        "first_obs_seed_check": int(trainer._obs["image"].sum()),
+        "first_obs_seed_check": int(trainer.collector.obs["image"].sum()),
     }
     (out / f"rank{world.rank}.json").write_text(json.dumps(report))
     distributed.teardown()

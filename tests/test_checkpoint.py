@@ -1,8 +1,5 @@
 """Checkpoints: atomic periodic files, full learner state, resume without duplicated TensorBoard steps."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -11,7 +8,7 @@ from agents import load
 from training import checkpoint
 from training.config import RunConfig
 from training.loop import Trainer
-from tests.conftest import ROOT
+from tests.conftest import expect, failure, python
 
 
 def _config(root, **overrides):
@@ -59,15 +56,12 @@ def test_resume_restores_the_learner_and_continues_the_same_tensorboard_run(tmp_
 
 def test_resume_from_the_command_line_and_bad_run_folders(tmp_path):
     Trainer(_config(tmp_path, frames=512), progress=False).run()
-    out = subprocess.run([sys.executable, "train.py", "--resume", str(tmp_path / "ck"), "--frames", "1024"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = expect(python("train.py", "--resume", tmp_path / "ck", "--frames", "1024"))
     assert "resuming" in out.stdout and "1,024 frames" in out.stdout
     assert checkpoint.load(tmp_path / "ck" / "checkpoints" / "final.pt")["frames"] == 1024
     assert load(tmp_path / "ck").space_info["num_tasks"] > 0  # agents.load reads the same files
-    bad = subprocess.run([sys.executable, "train.py", "--resume", str(tmp_path / "missing")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "does not exist" in bad.stderr
+    bad = expect(python("train.py", "--resume", tmp_path / "missing", timeout=120), 2)
+    assert "does not exist" in bad.stderr, failure(bad)
 
 
 def test_a_foreign_file_is_refused(tmp_path):

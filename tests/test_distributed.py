@@ -8,23 +8,19 @@ runs the real Trainer in each rank and reports what the rank ended with.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import expect, failure, python, run
 from training import checkpoint
 
 PER_RANK = 4 * 32  # frames per rank per update
 
 
 def _torchrun(*args, nproc=2, env=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
-    )
+    return run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args],
+               env=env, timeout=timeout)
 
 
 def _train_args(tmp_path, *extra):
@@ -35,17 +31,17 @@ def _train_args(tmp_path, *extra):
 
 
 def _probe(tmp_path, *extra, env=None):
+    """torchrun of tests/dist_probe.py: (the finished torchrun, each rank's report); the test fails, with
+    torchrun's stderr, if it failed."""
     out_dir = tmp_path / "probe"
     out_dir.mkdir(exist_ok=True)
-    done = _torchrun("tests/dist_probe.py", str(out_dir), "--", *_train_args(tmp_path, *extra), env=env)
-    reports = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(2)] if done.returncode == 0 else None
-    return done, reports
+    done = expect(_torchrun("tests/dist_probe.py", str(out_dir), "--", *_train_args(tmp_path, *extra), env=env))
+    return done, [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(2)]
 
 
 @pytest.mark.parametrize("weighting", ["uncertainty", "gradnorm", "dwa", "pcgrad"])
 def test_two_ranks_keep_identical_parameters_weights_and_curriculum(tmp_path, weighting):
-    done, (r0, r1) = _probe(tmp_path, "--frames", "3072", "--weighting", weighting)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _, (r0, r1) = _probe(tmp_path, "--frames", "3072", "--weighting", weighting)
     assert (r0["world_size"], r1["world_size"]) == (2, 2)
     for key in ("params", "optimizer", "weighter", "weights", "curriculum", "opened", "episodes", "frames", "updates"):
         assert r0[key] == r1[key], key
@@ -57,30 +53,28 @@ def test_two_ranks_keep_identical_parameters_weights_and_curriculum(tmp_path, we
 
 
 def test_rank_0_writes_the_run_which_resumes_distributed_or_alone_and_evaluates(tmp_path):
-    done, (r0, r1) = _probe(tmp_path, "--frames", "2048")
-    assert done.returncode == 0, done.stderr[-3000:]
+    _probe(tmp_path, "--frames", "2048")
     run = tmp_path / "d"
     saved = checkpoint.load(run / "checkpoints" / "final.pt")
     assert saved["frames"] == 2048 and len(saved["ranks"]) == 1  # rank 1's slots beside rank 0's
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("events")) and len(list(run.glob("events*"))) == 1
     # Resume with torchrun: both ranks continue from their own slots.
-    again = _torchrun("train.py", "--resume", str(run), "--frames", "3072")
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = expect(_torchrun("train.py", "--resume", str(run), "--frames", "3072"))
     assert "resuming" in again.stdout and "on each of 2 ranks" in again.stdout
     assert checkpoint.load(run / "checkpoints" / "final.pt")["frames"] == 3072
     # The same run continues in a single process (rank 0's slots), and evaluates.
-    alone = subprocess.run([sys.executable, "train.py", "--resume", str(run), "--frames", "3584"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
-    assert alone.returncode == 0, alone.stderr[-3000:]
+    expect(python("train.py", "--resume", run, "--frames", "3584"))
     assert checkpoint.load(run / "checkpoints" / "final.pt")["frames"] == 3584
-    ev = subprocess.run([sys.executable, "evaluate.py", str(run), "--tasks", "Empty-5x5", "--episodes", "4"], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300)
-    assert ev.returncode == 0 and "Empty-5x5" in ev.stdout, ev.stderr[-3000:]
+    ev = expect(python("evaluate.py", run, "--tasks", "Empty-5x5", "--episodes", "4"))
+    assert "Empty-5x5" in ev.stdout
 
 
 def test_a_crashing_rank_brings_the_job_down_and_keeps_the_last_checkpoint(tmp_path):
-    done, _ = _probe(tmp_path, "--frames", "8192", env={"PROBE_FAIL_RANK": "1", "PROBE_FAIL_UPDATE": "6"})
-    assert done.returncode != 0
+    out_dir = tmp_path / "probe"
+    out_dir.mkdir()
+    done = _torchrun("tests/dist_probe.py", str(out_dir), "--", *_train_args(tmp_path, "--frames", "8192"),
+                     env={"PROBE_FAIL_RANK": "1", "PROBE_FAIL_UPDATE": "6"})
+    assert done.returncode != 0, failure(done)
     assert "simulated failure of rank 1 at update 6" in done.stdout + done.stderr
     warnings = []
     last = checkpoint.resumable_checkpoint(tmp_path / "d", warn=warnings.append)

@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import gymnasium as gym
 import pytest
@@ -16,7 +14,7 @@ from envs import list_tasks, make, make_external
 from training.evaluation import JSON_FORMAT, EvalTarget, evaluate_target, resolve_targets, wilson_interval
 from training.config import RunConfig
 from training.loop import Trainer
-from tests.conftest import ROOT
+from tests.conftest import expect, failure, python
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +29,7 @@ def run(tmp_path_factory):
 
 
 def _cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "evaluate.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return python("evaluate.py", *args, timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -87,7 +84,7 @@ def test_the_trained_agent_beats_a_fresh_one(run):
 def test_cli_writes_table_json_tensorboard_and_videos(run, tmp_path):
     out = _cli(run, "--split", "train", "--episodes", "6", "--num-envs", "3", "--video", tmp_path / "videos",
                "--video-episodes", "1")
-    assert out.returncode == 0, out.stderr
+    expect(out)
     lines = out.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("task"))
     rows = {line.split()[0]: line.split() for line in lines[header + 1:]}
@@ -120,7 +117,7 @@ def test_env_outside_the_registry(run, tmp_path):
     """A MiniGrid id and a BabyAI id that are not registry tasks, wrapped into the common format."""
     out = _cli(run, "--env", "MiniGrid-Empty-Random-6x6-v0,BabyAI-GoToRedBallGrey-v0", "--episodes", "4",
                "--json", tmp_path / "ext.json", "--no-tensorboard")
-    assert out.returncode == 0, out.stderr
+    expect(out)
     doc = json.loads((tmp_path / "ext.json").read_text())
     assert [t["task"] for t in doc["tasks"]] == ["MiniGrid-Empty-Random-6x6-v0", "BabyAI-GoToRedBallGrey-v0"]
     assert {t["split"] for t in doc["tasks"]} == {"external"} and doc["split"] == "custom"
@@ -139,7 +136,7 @@ def test_env_ids_that_do_not_fit_are_refused(run):
         (["--env", "CartPole-v1"], "'CartPole-v1' is a CartPoleEnv, not a MiniGrid/BabyAI environment"),
     ]:
         out = _cli(run, *args)
-        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, failure(out)
 
 
 def test_task_id_agents_cannot_be_evaluated_outside_the_registry(run):
@@ -152,7 +149,7 @@ def test_task_id_agents_cannot_be_evaluated_outside_the_registry(run):
 def test_comparison_mode_one_column_per_run_same_episodes(run, tmp_path):
     out = _cli(run, run / "checkpoints" / "final.pt", "--tasks", "Empty-5x5,GoToDoor-5x5", "--episodes", "8",
                "--json", tmp_path / "cmp.json", "--no-tensorboard")
-    assert out.returncode == 0, out.stderr
+    expect(out)
     lines = out.stdout.splitlines()
     header = next(line for line in lines if line.startswith("task"))
     assert header.split()[-2:] == [str(run), str(run / "checkpoints" / "final.pt")]
@@ -174,15 +171,15 @@ def test_sb3_evaluate_policy_on_a_loaded_agent(run):
 
 def test_bad_paths_and_foreign_architectures_are_clear_errors(run, tmp_path):
     out = _cli(tmp_path / "nowhere")
-    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert out.returncode == 2 and "does not exist" in out.stderr, failure(out)
     payload = torch.load(run / "checkpoints" / "final.pt", weights_only=True)
     payload["model"]["config"]["hidden_size"] = 64  # declares another architecture than its weights
     torch.save(payload, tmp_path / "other.pt")
     out = _cli(tmp_path / "other.pt")
-    assert out.returncode == 2 and "the weights do not fit the architecture" in out.stderr, out.stderr
-    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert out.returncode == 2 and "the weights do not fit the architecture" in out.stderr, failure(out)
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, failure(out)
     for args, message in [(["--episodes", "0"], "--episodes=0 must be a positive integer"),
                           (["--tasks", "DoorKey-5x6"], "unknown task 'DoorKey-5x6'"),
                           (["--device", "tpu"], "--device 'tpu' is not a device")]:
         out = _cli(run, *args)
-        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
+        assert out.returncode == 2 and message in out.stderr, failure(out)

@@ -1,14 +1,11 @@
 """Fine-tuning: --init-from a trained run, --freeze shared."""
 
-import subprocess
-import sys
-
 import torch
 
 from agents import load
 from training.config import RunConfig
 from training.loop import Trainer
-from tests.conftest import ROOT
+from tests.conftest import expect, failure, python
 
 
 def _config(root, name, **overrides):
@@ -38,10 +35,6 @@ def test_init_from_and_freeze_shared_train_only_the_task_specific_parts(tmp_path
 
 def test_init_from_another_architecture_is_refused(tmp_path):
     Trainer(_config(tmp_path, "base"), progress=False).run()
-    out = subprocess.run(
-        [sys.executable, "train.py", "--tasks", "Empty-5x5", "--init-from", str(tmp_path / "base"),
-         "--sharing", "mmoe", "--runs-dir", str(tmp_path), "--frames", "256"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert out.returncode == 2
-    assert "has another architecture (sharing: 'hard' there, 'mmoe' here)" in out.stderr
+    out = expect(python("train.py", "--tasks", "Empty-5x5", "--init-from", tmp_path / "base", "--sharing", "mmoe",
+                        "--runs-dir", tmp_path, "--frames", "256", timeout=120), 2)
+    assert "has another architecture (sharing: 'hard' there, 'mmoe' here)" in out.stderr, failure(out)

@@ -1,13 +1,10 @@
 """FusedAdam: torch's fused Adam step for step, its checkpoint format, and no compiler import."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from agents.optim import FusedAdam
-from tests.conftest import ROOT
+from tests.conftest import expect, python
 
 
 def _nets(seed=0):
@@ -97,6 +94,5 @@ def test_a_training_process_never_imports_the_compiler():
         "Trainer(c, progress=False).run()\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = expect(python("-c", code))
     assert out.stdout.strip().splitlines()[-1] == "False"

@@ -11,7 +11,7 @@ import pytest
 
 from training.checkpoint import list_checkpoints
 from training.config import RunConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, expect, failure, python, tail
 
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
 
@@ -29,26 +29,26 @@ def test_default_preset_is_what_train_py_runs_without_arguments():
 
 
 def _train(*args, timeout=120):
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return python("train.py", *args, timeout=timeout)
 
 
 def test_bad_presets_are_one_line_errors(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("tasks: [unclosed\n")
     out = _train("--config", str(broken))
-    assert out.returncode == 2 and "is not valid YAML" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "is not valid YAML" in out.stderr and "Traceback" not in out.stderr, failure(out)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("tasks: Empty-5x5\nlearning_rat: 0.1\n")
     out = _train("--config", str(unknown))
-    assert out.returncode == 2 and "learning_rat" in out.stderr
+    assert out.returncode == 2 and "learning_rat" in out.stderr, failure(out)
     out = _train("--config", str(tmp_path / "none.yaml"))
-    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert out.returncode == 2 and "does not exist" in out.stderr, failure(out)
 
 
 def test_preset_fields_can_be_overridden(tmp_path):
     out = _train("--config", "configs/quick.yaml", "--frames", "512", "--num-envs", "4", "--num-steps", "64",
                  "--batch-size", "128", "--threads", "1", "--runs-dir", str(tmp_path), "--run-name", "q")
-    assert out.returncode == 0, out.stderr
+    expect(out)
     saved = RunConfig.from_yaml((tmp_path / "q" / "config.yaml").read_text())
     assert saved.tasks == "Empty-5x5,GoToDoor-5x5" and saved.frames == 512 and saved.video_every == 10
 
@@ -66,7 +66,9 @@ def test_ctrl_c_writes_a_checkpoint_to_resume_from(tmp_path, vectorization):
     )
     deadline = time.time() + 120
     while not list((tmp_path / "c").glob("events.out.tfevents.*")):
-        assert time.time() < deadline and proc.poll() is None, "training did not start"
+        if time.time() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"training did not start; last lines of its stderr:\n{tail(proc.communicate()[1])}")
         time.sleep(0.2)
     time.sleep(3)  # a few updates
     os.killpg(proc.pid, signal.SIGINT)
@@ -77,9 +79,9 @@ def test_ctrl_c_writes_a_checkpoint_to_resume_from(tmp_path, vectorization):
         time.sleep(2)
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"train.py did not stop within 120 s of Ctrl-C; its stacks:\n{err[-6000:]}") from None
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err, err
+        raise AssertionError(f"train.py did not stop within 120 s of Ctrl-C; its stacks:\n{tail(err, 120)}") from None
+    assert proc.returncode == 130, f"exit status {proc.returncode}; last lines of its stderr:\n{tail(err)}"
+    assert "Traceback" not in err, tail(err)
     assert "interrupted; saved" in out and "--resume" in out
     checkpoints = list_checkpoints(tmp_path / "c")
     assert len(checkpoints) == 1 and not (tmp_path / "c" / "checkpoints" / "final.pt").exists()

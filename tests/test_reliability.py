@@ -7,8 +7,6 @@ import os
 import re
 import resource
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -26,7 +24,7 @@ from training import checkpoint
 from training.checkpoint import RunStopped
 from training.config import RunConfig
 from training.loop import Trainer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, expect, failure, python, run as run_child
 
 ROLLOUT = 4 * 32  # frames per update in the runs below
 
@@ -198,9 +196,8 @@ def test_each_checkpoint_has_a_sha256_that_sha256sum_accepts(tmp_path):
     for path in [*periodic, run / "checkpoints" / "final.pt"]:
         digest = persist.digest_path(path).read_text().split()
         assert digest == [hashlib.sha256(path.read_bytes()).hexdigest(), path.name]
-    check = subprocess.run(["sha256sum", "-c", *[p.name + ".sha256" for p in periodic]], cwd=run / "checkpoints",
-                           capture_output=True, text=True)
-    assert check.returncode == 0 and check.stdout.count(": OK") == 3
+    check = expect(run_child(["sha256sum", "-c", *[p.name + ".sha256" for p in periodic]], cwd=run / "checkpoints"))
+    assert check.stdout.count(": OK") == 3, check.stdout
     assert not list((run / "checkpoints").glob(".*"))  # no temporary files left
 
 
@@ -223,9 +220,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, da
     chosen = checkpoint.resumable_checkpoint(run, warn=warnings.append)
     assert chosen == periodic[-2]
     assert str(latest) in warnings[0] and "resuming from" in warnings[-1] and "512 frames" in warnings[-1]
-    out = subprocess.run([sys.executable, "train.py", "--resume", str(run), "--frames", "1024"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = expect(python("train.py", "--resume", run, "--frames", "1024"))
     assert f"warning: {str(latest)!r} " in out.stderr and f"resuming {periodic[-2]}" in out.stdout
     assert checkpoint.load(run / "checkpoints" / "final.pt")["frames"] == 1024
 
@@ -282,13 +277,9 @@ KILL_POINTS = [
 def test_kill_9_anywhere_then_resume_loses_at_most_one_interval(tmp_path, point, n, what):
     run, progress = tmp_path / "k", tmp_path / "progress"
     args = _cli("--frames", "2048", "--checkpoint-every", "2", "--runs-dir", str(tmp_path), "--run-name", "k")
-    killed = subprocess.run([sys.executable, "tests/kill_at.py", point, str(n), str(progress), "--", *args], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
+    expect(python("tests/kill_at.py", point, n, progress, "--", *args), -signal.SIGKILL)
     reached = int(progress.read_text())
-    resumed = subprocess.run([sys.executable, "train.py", "--resume", str(run)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resumed = expect(python("train.py", "--resume", run))
     found = re.search(r"resuming \S*ckpt-(\d+)\.pt", resumed.stdout)
     start = int(found.group(1)) if found else 0
     if not found:
@@ -498,9 +489,7 @@ def test_file_size_limit_in_a_real_process_is_a_clear_stop(tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # checkpoints are ~5 MB
 
-    out = subprocess.run([sys.executable, "train.py", *_cli("--frames", "512", "--runs-dir", str(tmp_path), "--run-name", "f")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=limit)
-    assert out.returncode == 1, out.stderr[-2000:]
-    assert "train.py: stopped: could not write a checkpoint in" in out.stderr and "File too large" in out.stderr
-    assert "Traceback" not in out.stderr
+    out = expect(python("train.py", *_cli("--frames", "512", "--runs-dir", str(tmp_path), "--run-name", "f"), preexec_fn=limit), 1)
+    assert "train.py: stopped: could not write a checkpoint in" in out.stderr and "File too large" in out.stderr, failure(out)
+    assert "Traceback" not in out.stderr, failure(out)
     assert not list((tmp_path / "f" / "checkpoints").glob("*"))  # no partial file left behind

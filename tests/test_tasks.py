@@ -1,14 +1,12 @@
 """The task registry: counts, every task in the common format, CLI table, SB3."""
 
-import subprocess
-import sys
 import gymnasium as gym
 import numpy as np
 import pytest
 
 from envs import TASKS, get_task, list_tasks, make
 from envs.wrappers import NOT_IN_VIEW, VOCAB, observation_space
-from tests.conftest import ROOT
+from tests.conftest import expect, python
 
 
 def _levels(split, family):
@@ -73,9 +71,7 @@ def test_unknown_task_names_close_matches():
 
 
 def test_list_tasks_prints_one_task_a_line():
-    out = subprocess.run(
-        [sys.executable, "train.py", "--list-tasks"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
+    out = expect(python("train.py", "--list-tasks")).stdout.splitlines()
     assert out[0].split() == ["name", "family", "level", "split", "max_steps"]
     rows = {line.split()[0]: line.split()[1:] for line in out[1:]}
     assert list(rows) == list(TASKS)

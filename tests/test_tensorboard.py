@@ -2,7 +2,7 @@
 
 import io
 import json
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.conftest import tail
 from training.config import RunConfig
 from training.loop import Trainer
 
@@ -40,34 +41,34 @@ def test_scalars_per_task_on_a_frames_axis(run_dir):
     assert "hparams/text_summary" in events.Tags()["tensors"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url):
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read(), response.headers.get("Content-Type")
 
 
-def test_rollout_videos_are_animated_gifs_served_by_tensorboard(run_dir):
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir.parent), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/data/plugin/images"
+def test_rollout_videos_are_animated_gifs_served_by_tensorboard(run_dir, tmp_path):
+    log = tmp_path / "tensorboard.err"  # a file, not a pipe: nobody reads a pipe while the server runs, and a full one blocks it
+    with open(log, "w") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir.parent), "--host", "127.0.0.1", "--port", "0"],
+            stdout=subprocess.DEVNULL, stderr=err,
+        )
     try:
-        deadline = time.time() + 60
+        # Port 0: the OS picks a free port as TensorBoard binds it, and TensorBoard prints its URL. A port
+        # picked here beforehand could be taken by another process (another test run) in between.
+        deadline, base = time.time() + 60, None
         while True:
+            found = re.search(r"http://127\.0\.0\.1:(\d+)/", log.read_text())
+            base = base or (found and f"http://127.0.0.1:{found.group(1)}/data/plugin/images")
             try:
-                tags = json.loads(_get(f"{base}/tags")[0])
+                tags = json.loads(_get(f"{base}/tags")[0]) if base else {}
                 if tags.get("tb"):
                     break
             except OSError:
                 pass
-            assert time.time() < deadline, "TensorBoard did not come up within 60 s"
+            if server.poll() is not None or time.time() > deadline:
+                state = f"exited with {server.returncode}" if server.poll() is not None else "did not come up within 60 s"
+                pytest.fail(f"TensorBoard {state}; last lines of its stderr:\n{tail(log.read_text())}")
             time.sleep(0.5)
         assert set(tags["tb"]) == {"videos/navigation", "videos/recognition"}
         samples = json.loads(_get(f"{base}/images?tag=videos%2Fnavigation&run=tb")[0])

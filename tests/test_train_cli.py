@@ -1,26 +1,20 @@
 """train.py from the command line: a tiny real run, --help, and bad input."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import expect, failure, python
 
 
 def _run(*args, timeout=300, env=None):
-    return subprocess.run(
-        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
-    )
+    return python("train.py", *args, timeout=timeout, env=env)
 
 
 def test_tiny_training_run_reports_progress_and_evaluates(tmp_path):
     out = _run("--tasks", "Empty-5x5,GoToDoor-5x5", "--frames", "1024", "--num-envs", "4", "--num-steps", "64",
                "--batch-size", "128", "--device", "cpu", "--log-every", "1", "--runs-dir", str(tmp_path), "--threads", "1",
                "--run-name", "tiny")
-    assert out.returncode == 0, out.stderr
+    expect(out)
     assert "training on 2 tasks, 1,024 frames, 4 envs, device cpu" in out.stdout
     assert "success: Empty-5x5" in out.stdout and "GoToDoor-5x5" in out.stdout
     run = tmp_path / "tiny"
@@ -31,9 +25,7 @@ def test_tiny_training_run_reports_progress_and_evaluates(tmp_path):
     assert required <= set(weights) <= required | {"aux/reward"}, weights
     assert {"optimizer", "weighter", "generator", "reward_store"} <= set(saved["ppo"])
     assert "tasks: Empty-5x5,GoToDoor-5x5" in (run / "config.yaml").read_text()
-    ev = subprocess.run([sys.executable, "evaluate.py", str(run), "--tasks", "Empty-5x5,GoToObject-6x6-N2", "--episodes", "4"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert ev.returncode == 0, ev.stderr
+    ev = expect(python("evaluate.py", run, "--tasks", "Empty-5x5,GoToObject-6x6-N2", "--episodes", "4"))
     lines = ev.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("task"))
     rows = {line.split()[0]: line.split() for line in lines[header + 1:]}
@@ -42,16 +34,15 @@ def test_tiny_training_run_reports_progress_and_evaluates(tmp_path):
 
 
 def test_evaluate_rejects_a_path_that_is_not_a_run(tmp_path):
-    ev = subprocess.run([sys.executable, "evaluate.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
-    assert ev.returncode == 2 and "is not a run folder with a checkpoint" in ev.stderr
+    ev = expect(python("evaluate.py", tmp_path), 2)
+    assert "is not a run folder with a checkpoint" in ev.stderr, failure(ev)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    ev = subprocess.run([sys.executable, "evaluate.py", str(tmp_path / "junk.pt")], cwd=ROOT, capture_output=True, text=True)
-    assert ev.returncode == 2 and "is not a readable checkpoint" in ev.stderr and "Traceback" not in ev.stderr
+    ev = expect(python("evaluate.py", tmp_path / "junk.pt"), 2)
+    assert "is not a readable checkpoint" in ev.stderr and "Traceback" not in ev.stderr, failure(ev)
 
 
 def test_help_documents_the_fields():
-    out = _run("--help")
-    assert out.returncode == 0
+    out = expect(_run("--help"))
     for flag, text in [("--tasks", "Comma-separated task names"), ("--conditioning", "FiLM"),
                        ("--weighting", "uncertainty"), ("--bptt", "truncated BPTT")]:
         assert flag in out.stdout and text in out.stdout, flag
@@ -70,13 +61,20 @@ def test_help_documents_the_fields():
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(args, message):
-    out = _run(*args)
-    assert out.returncode == 2
-    assert message in out.stderr
-    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = expect(_run(*args), 2)
+    assert message in out.stderr, failure(out)
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, failure(out)
 
 
 def test_cuda_on_a_machine_without_it_is_refused():
     # Hide any GPU so that the refusal is observable on every machine.
-    out = _run("--device", "cuda", env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    assert out.returncode == 2 and "device='cuda' but no CUDA device" in out.stderr
+    out = expect(_run("--device", "cuda", env={"CUDA_VISIBLE_DEVICES": ""}), 2)
+    assert "device='cuda' but no CUDA device" in out.stderr, failure(out)
+
+
+def test_a_failing_child_shows_the_end_of_its_stderr():
+    done = python("-c", "import sys; print('\\n'.join(f'line {i}' for i in range(100)), file=sys.stderr); sys.exit(3)")
+    with pytest.raises(AssertionError) as failed:
+        expect(done)
+    message = str(failed.value)
+    assert "exited with 3" in message and "line 99" in message and "line 10\n" not in message  # the last 40 lines
