@@ -111,6 +111,10 @@ def test_unwritable_run_folder_is_refused_before_any_work(tmp_path, capsys):
     blocker.write_text("not a folder")
     assert train.main(_cli("--runs-dir", str(blocker / "runs"))) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+    # /proc takes no folders, not even root's (for whom os.access says yes): one line, not mkdir's traceback.
+    assert train.main(_cli("--runs-dir", "/proc/omnigrid-runs")) == 2
+    err = capsys.readouterr().err
+    assert "runs_dir='/proc/omnigrid-runs'" in err and len(err.strip().splitlines()) == 1, err
     if os.geteuid() != 0:  # root writes anywhere: the permission case only exists for other users
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tests.conftest import expect, failure, python
+from training import cli
 
 
 def _run(*args, timeout=300, env=None):
@@ -70,6 +71,14 @@ def test_cuda_on_a_machine_without_it_is_refused():
     # Hide any GPU so that the refusal is observable on every machine.
     out = expect(_run("--device", "cuda", env={"CUDA_VISIBLE_DEVICES": ""}), 2)
     assert "device='cuda' but no CUDA device" in out.stderr, failure(out)
+
+
+def test_check_writable_probes_the_folder_and_leaves_nothing(tmp_path):
+    cli.check_writable(tmp_path / "runs" / "x", "runs_dir")
+    assert list(tmp_path.iterdir()) == []  # the probe folder is gone, and nothing was created
+    # os.access says yes to root in /proc; the probe says what mkdir would.
+    with pytest.raises(ValueError, match=r"^runs_dir: cannot create a folder in '/proc' |^runs_dir: '/proc' is not writable"):
+        cli.check_writable("/proc/omnigrid-runs", "runs_dir")
 
 
 def test_a_failing_child_shows_the_end_of_its_stderr():

@@ -15,6 +15,7 @@ import difflib
 import io
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,7 +90,12 @@ def known_options(cls: Any, default: Any = None) -> list[str]:
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> None:
-    """Raise ValueError unless ``folder`` exists as a writable folder or can be created (nothing is created)."""
+    """Raise ValueError (one line) unless ``folder`` exists as a writable folder or can be created.
+
+    Nothing is left behind: the nearest existing folder is probed by creating
+    and removing an empty folder in it, because ``os.access`` answers yes to
+    root on a read-only filesystem and in /proc or /sys, where mkdir then fails.
+    """
     existing = Path(folder)
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -97,3 +103,7 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
         raise ValueError(f"{what}: {str(existing)!r} is a file, not a folder; give a folder you can write to.")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{what}: {str(existing)!r} is not writable; give a folder you can write to.")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=existing))
+    except OSError as err:
+        raise ValueError(f"{what}: cannot create a folder in {str(existing)!r} ({err.strerror}); give a folder you can write to.") from None
