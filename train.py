@@ -103,8 +103,7 @@ def parse_args(argv: list[str]) -> tuple[RunConfig, Path | None]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--list-tasks" in argv:
-        print(format_task_table())
-        return 0
+        return cli.print_or_quit(format_task_table())
     try:
         config, resume = parse_args(argv)
     except ValueError as err:

@@ -1,12 +1,16 @@
 """The task registry: counts, every task in the common format, CLI table, SB3."""
 
+import os
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
 
 from envs import TASKS, get_task, list_tasks, make
 from envs.wrappers import NOT_IN_VIEW, VOCAB, observation_space
-from tests.conftest import expect, python
+from tests.conftest import ROOT, expect, failure, python
 
 
 def _levels(split, family):
@@ -78,6 +82,21 @@ def test_list_tasks_prints_one_task_a_line():
     for name, (family, level, split, max_steps) in rows.items():
         spec = TASKS[name]
         assert (family, int(level), split, int(max_steps)) == (spec.family, spec.level, spec.split, spec.max_steps)
+
+
+def test_list_tasks_into_a_closed_pipe_ends_quietly():
+    """``train.py --list-tasks | head -3``: the reader goes before the table is written; no traceback, exit 141."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write: the case of `| head` on a slow start, every time
+    try:
+        done = subprocess.run([sys.executable, "train.py", "--list-tasks"], cwd=ROOT, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and done.stderr == "", failure(done)  # 128 + SIGPIPE, as `seq 100000 | head` gives
+    head = subprocess.run(f"{sys.executable} train.py --list-tasks | head -3", shell=True, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert len(head.stdout.splitlines()) == 3 and head.stderr == "", failure(head)
 
 
 def test_make_is_seedable_and_max_steps_truncates():

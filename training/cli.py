@@ -15,6 +15,8 @@ import difflib
 import io
 import os
 import re
+import signal
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,3 +109,22 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
         os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=existing))
     except OSError as err:
         raise ValueError(f"{what}: cannot create a folder in {str(existing)!r} ({err.strerror}); give a folder you can write to.") from None
+
+
+def print_or_quit(text: str) -> int:
+    """Print ``text`` on stdout; 0, or 141 when the reader went away (``| head``), quietly.
+
+    141 (128 + SIGPIPE) is the status a shell reports for a Unix tool cut off
+    the same way (``seq 100000 | head -3`` under ``set -o pipefail``): the
+    output was not all read. Python ignores SIGPIPE, so a closed pipe raises
+    BrokenPipeError instead; stdout then points at devnull, or the flush at
+    exit would raise it again (the recipe of Python's ``signal`` docs).
+    """
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + int(signal.SIGPIPE)
+    return 0
