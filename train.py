@@ -24,7 +24,7 @@ import tyro  # noqa: E402
 import yaml  # noqa: E402
 
 from envs.tasks import format_task_table  # noqa: E402
-from training import checkpoint, cli  # noqa: E402
+from training import checkpoint, cli, preflight  # noqa: E402
 from training.checkpoint import RunStopped  # noqa: E402
 from training.config import RESUMABLE, RunConfig  # noqa: E402
 
@@ -116,7 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         return _error(str(err))
     device = device or config.resolved_device()
+    lock = None
     try:
+        # Rank 0 writes the run folder, so it alone locks it; every rank learns whether it could.
+        problem = None
+        if world.is_main:
+            try:
+                lock = preflight.lock_run_folder(config.run_dir())
+            except ValueError as err:
+                problem = str(err)
+        problem = distributed.all_gather(problem, world)[0]
+        if problem is not None:
+            return _error(problem) if world.is_main else 2
         if world.is_main:
             if "--resume" in argv:
                 where = f"resuming {resume}:" if resume else "no checkpoint yet; starting the run over:"
@@ -127,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             trainer = Trainer(config, resume=resume, world=world, device=device)
         except ValueError as err:  # e.g. --init-from a run with another architecture
+            if lock is not None:
+                lock.release(undo=True)  # a new run that wrote nothing leaves no folder behind
             return _error(str(err))
         try:
             trainer.run()
@@ -137,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     finally:
+        if lock is not None:  # main() also runs inside other processes (tests): the folder is free once it returns
+            lock.release()
         distributed.teardown()
 
 

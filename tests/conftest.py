@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -70,3 +71,42 @@ def expect(done: subprocess.CompletedProcess, returncode: int = 0) -> subprocess
     """Assert that the child exited with ``returncode`` (the message: :func:`failure`); returns it."""
     assert done.returncode == returncode, f"expected exit status {returncode}: {failure(done)}"
     return done
+
+
+# A process that locks a run folder as train.py does (training/preflight.py), says so, and lives on;
+# with "fork", it first forks a child that outlives it (as an async env worker would, for a moment, after a kill -9).
+_HOLDER = """
+import os, sys, time
+from training import preflight
+preflight.lock_run_folder(sys.argv[1])
+child = os.fork() if sys.argv[2] == "fork" else 0
+if child == 0 and sys.argv[2] == "fork":
+    devnull = os.open(os.devnull, os.O_WRONLY)  # let go of the test's pipes: it reads them to their end
+    os.dup2(devnull, 1), os.dup2(devnull, 2)
+    time.sleep(600)
+    os._exit(0)
+print("locked", child, flush=True)
+time.sleep(600)
+"""
+
+
+def hold_run_folder(folder: Path, *, fork: bool = False) -> tuple[subprocess.Popen, int]:
+    """Start a process that holds ``folder``'s run lock: (the process, the pid of its forked child or 0).
+
+    The caller kills both (``proc.kill()``; :func:`kill` for the child).
+    """
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder), "fork" if fork else "plain"], cwd=ROOT,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = proc.stdout.readline().split()
+    if line[:1] != ["locked"]:
+        proc.kill()
+        pytest.fail(f"the lock holder did not start; last lines of its stderr:\n{tail(proc.communicate()[1])}")
+    return proc, int(line[1])
+
+
+def kill(pid: int) -> None:
+    """SIGKILL ``pid`` if it still runs."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

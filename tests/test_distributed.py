@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import expect, failure, python, run
+from tests.conftest import expect, failure, hold_run_folder, python, run
 from training import checkpoint
 
 PER_RANK = 4 * 32  # frames per rank per update
@@ -58,6 +58,14 @@ def test_rank_0_writes_the_run_which_resumes_distributed_or_alone_and_evaluates(
     saved = checkpoint.load(run / "checkpoints" / "final.pt")
     assert saved["frames"] == 2048 and len(saved["ranks"]) == 1  # rank 1's slots beside rank 0's
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("events")) and len(list(run.glob("events*"))) == 1
+    # While another process holds the run (a live run), torchrun refuses it on rank 0, and no rank waits forever.
+    holder, _ = hold_run_folder(run)
+    try:
+        refused = _torchrun("train.py", "--resume", str(run), "--frames", "3072", timeout=120)
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert refused.returncode != 0 and f"is in use by a live run (pid {holder.pid})" in refused.stderr, failure(refused)
     # Resume with torchrun: both ranks continue from their own slots.
     again = expect(_torchrun("train.py", "--resume", str(run), "--frames", "3072"))
     assert "resuming" in again.stdout and "on each of 2 ranks" in again.stdout

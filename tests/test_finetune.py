@@ -36,5 +36,6 @@ def test_init_from_and_freeze_shared_train_only_the_task_specific_parts(tmp_path
 def test_init_from_another_architecture_is_refused(tmp_path):
     Trainer(_config(tmp_path, "base"), progress=False).run()
     out = expect(python("train.py", "--tasks", "Empty-5x5", "--init-from", tmp_path / "base", "--sharing", "mmoe",
-                        "--runs-dir", tmp_path, "--frames", "256", timeout=120), 2)
+                        "--runs-dir", tmp_path, "--run-name", "refused", "--frames", "256", timeout=120), 2)
     assert "has another architecture (sharing: 'hard' there, 'mmoe' here)" in out.stderr, failure(out)
+    assert not (tmp_path / "refused").exists()  # nothing written: not even an empty run folder
