@@ -97,6 +97,7 @@ def parse_args(argv: list[str]) -> tuple[RunConfig, Path | None]:
             )
     config.validate()
     config.check_writable()
+    preflight.check_memory(config)
     return config, resume
 
 

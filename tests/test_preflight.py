@@ -1,17 +1,21 @@
-"""Checks before any work starts (training/preflight.py): one live run per folder."""
+"""Checks before any work starts (training/preflight.py): one live run per folder, slots that fit in memory."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+from envs.vector import MultiTaskVectorEnv
 from tests.conftest import ROOT, expect, failure, hold_run_folder, kill, python, tail
 from training import preflight
 from training.checkpoint import list_checkpoints
+from training.config import RunConfig
 
 
 # ------------------------------------------------------------------ the run folder's lock
@@ -96,3 +100,63 @@ def test_a_second_train_py_on_a_live_run_is_refused_and_a_killed_run_resumes(tmp
     resumed = expect(python("train.py", "--resume", run, "--frames", "512", timeout=120))
     assert "resuming" in resumed.stdout, failure(resumed)
 
+
+# ------------------------------------------------------------------ memory
+def _config(**fields) -> RunConfig:
+    config = RunConfig(tasks="Empty-5x5", device="cpu", **fields)
+    config.ppo.num_steps, config.ppo.batch_size = 128, 128
+    return config
+
+
+def test_memory_estimate_is_environments_plus_rollout_buffer():
+    config = _config(num_envs=1000)
+    assert preflight.rollout_bytes_per_step(config) == 440  # 7x7x3 view, 16 int64 mission words, labels, learner
+    assert preflight.estimate_memory(config) == 1000 * (preflight.SLOT_BYTES + 128 * 440)
+    assert preflight.estimate_memory(config, ranks=2) == 2 * preflight.estimate_memory(config)
+    config.vectorization = "async"  # a worker process per slot
+    assert preflight.estimate_memory(config) == 1000 * (preflight.WORKER_BYTES + preflight.SLOT_BYTES + 128 * 440)
+
+
+def test_slots_beyond_the_available_memory_are_refused_in_one_line():
+    config = _config(num_envs=10_000_000)
+    with pytest.raises(ValueError) as refused:
+        preflight.check_memory(config, available=16 << 30)
+    message = str(refused.value)
+    assert message.startswith("num_envs=10,000,000 needs at least 600.8 GiB") and "\n" not in message
+    assert "more than the 16.0 GiB available (MemAvailable); at most --num-envs 266,305 could fit." in message
+    preflight.check_memory(_config(num_envs=266_305), available=16 << 30)  # the count it names fits
+
+
+def test_without_meminfo_the_memory_check_is_skipped(tmp_path, monkeypatch):
+    assert preflight.available_memory(tmp_path / "missing") is None
+    (tmp_path / "meminfo").write_text("MemTotal:  1000 kB\nMemFree:  10 kB\nMemAvailable:  600 kB\n")
+    assert preflight.available_memory(tmp_path / "meminfo") == 600 * 1024
+    monkeypatch.setattr(preflight, "available_memory", lambda: None)
+    preflight.check_memory(_config(num_envs=10**12))  # nothing to compare with: no refusal
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def test_the_slot_bound_is_below_the_real_memory_of_a_slot():
+    """SLOT_BYTES must never refuse a run that fits: a python MiniGrid slot (the smallest task) takes more."""
+    warm = MultiTaskVectorEnv(["Empty-5x5"], 1, vectorization="sync")
+    warm.reset(seed=0)
+    warm.close()
+    gc.collect()
+    n, before = 256, _rss()
+    env = MultiTaskVectorEnv(["Empty-5x5"], n, vectorization="sync")
+    env.reset(seed=0)
+    for _ in range(10):
+        env.step(np.zeros(n, dtype=np.int64))
+    per_slot = (_rss() - before) / n
+    env.close()
+    assert per_slot > preflight.SLOT_BYTES, per_slot
+
+
+def test_train_py_refuses_too_many_slots_before_building_them():
+    out = expect(python("train.py", "--num-envs", "1000000000", timeout=60), 2)  # 60 s: building them would take hours
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "num_envs=1,000,000,000 needs at least" in lines[0] and "MemAvailable" in lines[0], failure(out)
