@@ -44,33 +44,45 @@ def main() -> None:
     parser.add_argument("--tasks", default=DEFAULT_TASKS)
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (update alone, whole loop)")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override config fields")
+    parser.add_argument("--baseline", nargs="*", default=None, metavar="FIELD=VALUE",
+                        help="also time a second trainer with these overrides (e.g. backend=minigrid), alternating")
     args = parser.parse_args()
 
     from training.loop import Trainer
 
     with tempfile.TemporaryDirectory() as runs_dir:
-        config = _config(args, runs_dir)
-        trainer = Trainer(config, progress=False)
-        frames = config.ppo.num_steps * config.num_envs
-        trainer.collect()
-        trainer.update()  # warm-up: allocations, pools, kernels
-        ceiling, training = [], []
-        for _ in range(args.rounds):
-            start = time.perf_counter()
-            trainer.ppo.update(trainer.buffer)  # the same rollout again: the learner alone
-            ceiling.append(frames / (time.perf_counter() - start))
-            start = time.perf_counter()
+        sides = {"ours": _config(args, runs_dir)}
+        if args.baseline is not None:
+            sides["baseline"] = _config(argparse.Namespace(**{**vars(args), "set": args.set + args.baseline}), runs_dir)
+        trainers = {name: Trainer(config, progress=False) for name, config in sides.items()}
+        ceiling = {name: [] for name in trainers}
+        training = {name: [] for name in trainers}
+        for trainer in trainers.values():
             trainer.collect()
-            trainer.update()
-            training.append(frames / (time.perf_counter() - start))
-        trainer.env.close()
-    c, t = statistics.median(ceiling), statistics.median(training)
-    print(f"tasks: {config.tasks}; backend {config.resolved_backend()}; {config.num_envs} envs x {config.ppo.num_steps} steps; "
-          f"minibatch {config.ppo.batch_size}; {config.ppo.update_epochs} epochs; {config.resolved_threads()} torch threads")
-    print(f"{'measure':<22}{'frames/s (median)':>19}{'min':>10}{'max':>10}")
-    print(f"{'ceiling (update only)':<22}{c:>19,.0f}{min(ceiling):>10,.0f}{max(ceiling):>10,.0f}")
-    print(f"{'training (whole loop)':<22}{t:>19,.0f}{min(training):>10,.0f}{max(training):>10,.0f}")
-    print(f"ratio training/ceiling: {t / c:.2f} (collection and bookkeeping: {1 - t / c:.0%} of the time)")
+            trainer.update()  # warm-up: allocations, pools, kernels
+        for _ in range(args.rounds):
+            for name, trainer in trainers.items():
+                frames = trainer.config.ppo.num_steps * trainer.config.num_envs
+                start = time.perf_counter()
+                trainer.ppo.update(trainer.buffer)  # the same rollout again: the learner alone
+                ceiling[name].append(frames / (time.perf_counter() - start))
+                start = time.perf_counter()
+                trainer.collect()
+                trainer.update()
+                training[name].append(frames / (time.perf_counter() - start))
+        for trainer in trainers.values():
+            trainer.env.close()
+    print(f"{'side':<9}{'backend':<10}{'envs x steps':>13}{'minibatch':>10}{'epochs':>7}{'threads':>8}"
+          f"{'ceiling f/s':>13}{'training f/s':>14}{'min':>8}{'max':>8}{'training/ceiling':>18}")
+    for name, config in sides.items():
+        c, t = statistics.median(ceiling[name]), statistics.median(training[name])
+        print(f"{name:<9}{config.resolved_backend():<10}{f'{config.num_envs} x {config.ppo.num_steps}':>13}"
+              f"{config.ppo.batch_size:>10}{config.ppo.update_epochs:>7}{config.resolved_threads():>8}"
+              f"{c:>13,.0f}{t:>14,.0f}{min(training[name]):>8,.0f}{max(training[name]):>8,.0f}{t / c:>18.2f}")
+    if "baseline" in sides:
+        ratio = statistics.median(training["ours"]) / statistics.median(training["baseline"])
+        print(f"ratio ours/baseline, training frames/s: {ratio:.2f}")
+    print(f"tasks: {args.tasks}")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,31 @@
-"""Training frames/s and peak memory: omnigrid's PPO against Stable-Baselines3's PPO, same settings.
+"""Training frames/s and peak memory: omnigrid's PPO against Stable-Baselines3's PPO.
 
-Both train on the same MiniGrid task with the same number of envs (in-process
-vector envs: our ``sync`` slots, SB3's ``DummyVecEnv``), rollout length,
-minibatch size, epochs, learning rate and torch threads. SB3's network is the
-small 3-conv CNN users write for MiniGrid's 7x7 view (the features extractor
-of the MiniGrid docs, 16/32/64 channels, 2x2 kernels) with 64-unit policy and
-value layers; ours is our default agent (mission-conditioned, with its
-auxiliary heads) unless ``--ours-set`` changes it. Each measurement runs in its
-own process; runs alternate (SB3, ours, SB3, ours, ...) so that machine noise
-hits both alike, and the median is reported. Peak memory is the largest
-resident set of the process tree, sampled every 50 ms.
+Two modes:
+
+* ``--mode equal`` (the default): both train on the same MiniGrid task with the
+  same number of envs (our ``sync`` slots on python MiniGrid, SB3's
+  ``DummyVecEnv``), rollout length, minibatch size, epochs, learning rate and
+  torch threads. SB3's network is the small 3-conv CNN users write for
+  MiniGrid's 7x7 view (the features extractor of the MiniGrid docs, 16/32/64
+  channels, 2x2 kernels) with 64-unit policy and value layers; ours is our
+  default agent (mission-conditioned, with its auxiliary heads) unless
+  ``--ours-set`` changes it.
+* ``--mode defaults``: each side at its own defaults: SB3 at rl-baselines3-zoo's
+  ``MiniGrid-DoorKey-5x5-v0`` entry (FlatObsWrapper, VecNormalize, MlpPolicy,
+  8 envs, n_steps 128, batch 64, 10 epochs, lr 2.5e-4, ent_coef 0) and
+  torch's default threads; ours at the default preset's settings (backend,
+  envs, rollout, minibatch, epochs, threads) on the same task.
+
+Each measurement runs in its own process; runs alternate (SB3, ours, SB3,
+ours, ...) so that machine noise hits both alike, and the median is reported.
+Peak memory is the largest resident set of the process tree, sampled every 50 ms.
 
 Run:
-    python bench/throughput_vs_sb3.py                         # DoorKey-5x5, 8 envs, 128 steps, batch 64, 10 epochs
-    python bench/throughput_vs_sb3.py --frames 40960 --rounds 3 --threads 2
+    python bench/throughput_vs_sb3.py                         # equal: DoorKey-5x5, 8 envs, 128 steps, batch 64, 10 epochs
+    python bench/throughput_vs_sb3.py --mode defaults --frames 102400 --rounds 3
 
-Target: ours >= 2x SB3's frames/s, and ours' peak memory <= SB3's.
+Targets: ours >= 5x SB3's frames/s at each side's defaults; peak memory of a
+256-env run <= 1.5 GB.
 """
 
 from __future__ import annotations
@@ -67,13 +77,24 @@ def _sb3_worker(args: argparse.Namespace) -> dict:
     from envs import get_task
 
     env_id = get_task(args.task).env_id
-    vec = DummyVecEnv([lambda: ImgObsWrapper(gym.make(env_id)) for _ in range(args.num_envs)])
-    vec.seed(args.seed)
-    model = PPO(
-        "CnnPolicy", vec, n_steps=args.num_steps, batch_size=args.batch_size, n_epochs=args.epochs,
-        learning_rate=args.learning_rate, seed=args.seed, device="cpu", verbose=0,
-        policy_kwargs={"features_extractor_class": small_cnn_extractor(), "normalize_images": False, "net_arch": [64, 64]},
-    )
+    if args.mode == "defaults":  # rl-baselines3-zoo's hyperparams/ppo.yml entry for MiniGrid-DoorKey-5x5-v0
+        from minigrid.wrappers import FlatObsWrapper
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        vec = VecNormalize(DummyVecEnv([lambda: FlatObsWrapper(gym.make(env_id)) for _ in range(8)]))
+        vec.seed(args.seed)
+        model = PPO(
+            "MlpPolicy", vec, n_steps=128, batch_size=64, n_epochs=10, learning_rate=2.5e-4, gae_lambda=0.95,
+            gamma=0.99, ent_coef=0.0, clip_range=0.2, seed=args.seed, device="cpu", verbose=0,
+        )
+    else:
+        vec = DummyVecEnv([lambda: ImgObsWrapper(gym.make(env_id)) for _ in range(args.num_envs)])
+        vec.seed(args.seed)
+        model = PPO(
+            "CnnPolicy", vec, n_steps=args.num_steps, batch_size=args.batch_size, n_epochs=args.epochs,
+            learning_rate=args.learning_rate, seed=args.seed, device="cpu", verbose=0,
+            policy_kwargs={"features_extractor_class": small_cnn_extractor(), "normalize_images": False, "net_arch": [64, 64]},
+        )
     start = time.perf_counter()
     model.learn(total_timesteps=args.frames)
     return {"frames": int(model.num_timesteps), "seconds": time.perf_counter() - start}
@@ -86,13 +107,19 @@ def _ours_worker(args: argparse.Namespace) -> dict:
     from training.config import RunConfig
     from training.loop import Trainer
 
-    config = RunConfig(
-        tasks=args.task, frames=args.frames, num_envs=args.num_envs, seed=args.seed, vectorization="sync",
-        curriculum="none", video_every=0, checkpoint_every=0, threads=args.threads,
-        runs_dir=tempfile.mkdtemp(prefix="omnigrid-bench-"), run_name="throughput",
-    )
-    config.ppo.num_steps, config.ppo.batch_size, config.ppo.update_epochs = args.num_steps, args.batch_size, args.epochs
-    config.ppo.learning_rate = args.learning_rate
+    if args.mode == "defaults":  # the default preset's settings, on one task
+        config = RunConfig.from_yaml((ROOT / "configs" / "default.yaml").read_text())
+        config.tasks, config.frames, config.seed, config.curriculum = args.task, args.frames, args.seed, "none"
+        config.video_every, config.checkpoint_every = 0, 0
+        config.runs_dir, config.run_name = tempfile.mkdtemp(prefix="omnigrid-bench-"), "throughput"
+    else:
+        config = RunConfig(
+            tasks=args.task, frames=args.frames, num_envs=args.num_envs, seed=args.seed, backend="minigrid",
+            vectorization="sync", curriculum="none", video_every=0, checkpoint_every=0, threads=args.threads,
+            runs_dir=tempfile.mkdtemp(prefix="omnigrid-bench-"), run_name="throughput",
+        )
+        config.ppo.num_steps, config.ppo.batch_size, config.ppo.update_epochs = args.num_steps, args.batch_size, args.epochs
+        config.ppo.learning_rate = args.learning_rate
     _apply(config, args.ours_set)
     trainer = Trainer(config, progress=False)
     start = time.perf_counter()
@@ -140,6 +167,7 @@ def measure(side: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("equal", "defaults"), default="equal", help="same settings, or each side's own")
     parser.add_argument("--task", default="DoorKey-5x5")
     parser.add_argument("--frames", type=int, default=20480, help="frames per measurement")
     parser.add_argument("--num-envs", type=int, default=8)
@@ -156,15 +184,20 @@ def main() -> None:
     if args.worker:
         import torch
 
-        torch.set_num_threads(args.threads)
+        if args.mode == "equal":
+            torch.set_num_threads(args.threads)  # at its defaults each side chooses its own threads
         result = _sb3_worker(args) if args.worker == "sb3" else _ours_worker(args)
         print(json.dumps(result))
         return
 
-    print(
-        f"{args.task}: {args.num_envs} envs x {args.num_steps} steps, minibatch {args.batch_size}, "
-        f"{args.epochs} epochs, {args.frames:,} frames a run, {args.threads} torch thread(s), {args.rounds} rounds"
-    )
+    if args.mode == "defaults":
+        print(f"{args.task}: each side at its defaults (SB3: rl-zoo's entry; ours: configs/default.yaml), "
+              f"{args.frames:,} frames a run, {args.rounds} rounds")
+    else:
+        print(
+            f"{args.task}: {args.num_envs} envs x {args.num_steps} steps, minibatch {args.batch_size}, "
+            f"{args.epochs} epochs, {args.frames:,} frames a run, {args.threads} torch thread(s), {args.rounds} rounds"
+        )
     runs: dict[str, list[dict]] = {"sb3": [], "ours": []}
     for r in range(args.rounds):
         for side in ("sb3", "ours"):
@@ -176,8 +209,9 @@ def main() -> None:
     print(f"{'side':<6} {'frames/s':>10} {'peak MB':>9}")
     for side in ("sb3", "ours"):
         print(f"{side:<6} {fps[side]:>10,.0f} {peak[side]:>9,.0f}")
-    print(f"ratio ours/sb3: frames/s {fps['ours'] / fps['sb3']:.2f} (target >= 2.0), "
-          f"peak memory {peak['ours'] / peak['sb3']:.2f} (target <= 1.0)")
+    target = "5.0 at each side's defaults" if args.mode == "defaults" else "none at equal settings"
+    print(f"ratio ours/sb3: frames/s {fps['ours'] / fps['sb3']:.2f} (target: {target}), "
+          f"peak memory {peak['ours'] / peak['sb3']:.2f}")
 
 
 if __name__ == "__main__":
