@@ -46,6 +46,7 @@ def _install(point: str, n: int, progress: Path) -> None:
 
     import agents.buffer
     import agents.persist
+    import envs.pooled
     import envs.vector
     import training.loop
 
@@ -69,7 +70,8 @@ def _install(point: str, n: int, progress: Path) -> None:
         setattr(owner, name, wrapped)
 
     if point == "step":
-        before(envs.vector.MultiTaskVectorEnv, "step")
+        before(envs.vector.MultiTaskVectorEnv, "step")  # whichever backend the run is on
+        before(envs.pooled.PooledVectorEnv, "step")
     elif point == "minibatch":
         minibatches = agents.buffer.RolloutBuffer.minibatches
 

@@ -28,6 +28,7 @@ from envs.curriculum import CURRICULA, Curriculum, FamilySchedule, make_curricul
 from envs.tasks import get_task, list_tasks
 from envs.vector import backend_problem, resolve_backend
 from training.cli import check_writable
+from training.threads import available_cores, resolve_threads
 
 DEFAULT_TASKS = ",".join(spec.name for spec in list_tasks(split="train"))
 
@@ -118,7 +119,7 @@ class RunConfig:
     lp_epsilon: float = 0.1
     """learning-progress curriculum: share of uniform exploration."""
     threads: int = 0
-    """CPU threads for torch; 0 = auto: torch's default with sync, 1 with async (the workers need the cores)."""
+    """CPU threads for torch; 0 = auto (training/threads.py): half the cores, so that a second process fits beside the run; 1 with async (the workers need the cores)."""
     video_every: int = 50
     """Record one rollout video per task family every this many updates (0: never)."""
     video_max_steps: int = 200
@@ -161,7 +162,7 @@ class RunConfig:
             get_task(name)
         if self.threads < 0:
             raise ValueError(f"threads={self.threads!r} must be an integer >= 0 (0 = auto).")
-        cores = os.cpu_count() or 1
+        cores = available_cores()
         if not 0 <= self.env_threads <= cores:
             raise ValueError(f"env_threads={self.env_threads!r} must be in [0, {cores}] on this machine ({cores} cores; 0 = all).")
         problem = backend_problem(self.backend, obs=self.obs, vectorization=self.vectorization)
@@ -267,10 +268,8 @@ class RunConfig:
         check_writable(Path(self.runs_dir) / (self.run_name or ""), f"runs_dir={self.runs_dir!r}")
 
     def resolved_threads(self) -> int:
-        """Torch CPU threads to use: oversubscribed cores make small-batch torch ops crawl."""
-        if self.threads:
-            return self.threads
-        return 1 if self.vectorization == "async" else torch.get_num_threads()
+        """Torch CPU threads to use (the rule lives in :mod:`training.threads`)."""
+        return resolve_threads(self.threads, role="train", vectorization=self.vectorization)
 
     def resolved_backend(self) -> str:
         """The backend this run uses; ``auto`` falling back to minigrid prints why, once, on stderr."""
