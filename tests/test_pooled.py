@@ -162,3 +162,30 @@ def test_multiroom_runs_on_python_minigrid_inside_the_pooled_env():
     env.reset(seed=0)
     kinds = {TASKS[name].name: type(env._pools[TASKS[name].index]).__name__ for name in env.current_tasks()}
     assert kinds == {"MultiRoom-N2-S4": "MiniGridTask", "DoorKey-5x5": "EnvPoolTask"}
+
+
+def test_envpool_resume_restarts_the_episodes_in_flight_the_same_way_twice(tmp_path):
+    import shutil
+
+    import torch
+
+    from training import checkpoint
+    from training.loop import Trainer
+
+    def config(root, frames):
+        run = RunConfig(tasks="Empty-5x5,GoToDoor-5x5", frames=frames, num_envs=4, seed=3, runs_dir=str(root),
+                        run_name="ck", threads=1, video_every=0, checkpoint_every=2, backend="envpool")
+        run.ppo.num_steps, run.ppo.batch_size = 64, 128
+        return run
+
+    Trainer(config(tmp_path / "a", 512), progress=False).run()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    finals = []
+    for root in ("a", "b"):
+        resumed = Trainer(config(tmp_path / root, 1024), progress=False,
+                          resume=checkpoint.latest_checkpoint(tmp_path / root / "ck"))
+        assert resumed.frames == 512 and not resumed.env.exact_resume
+        assert (resumed.collector.episode_start).all()  # the episodes in flight were restarted
+        resumed.run()
+        finals.append(resumed.model.state_dict())
+    assert all(torch.equal(finals[0][key], finals[1][key]) for key in finals[0])
