@@ -20,6 +20,12 @@ from pathlib import Path
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
+from training import threads  # noqa: E402  (imports no torch)
+
+# Before torch loads libgomp, which reads its environment once: OpenMP threads
+# that wait sleep instead of spinning on cores a second process needs.
+threads.configure_openmp()
+
 import tyro  # noqa: E402
 import yaml  # noqa: E402
 
