@@ -12,9 +12,11 @@ from tests.conftest import expect, failure, python
 
 
 def _config(root, **overrides):
+    # backend minigrid: resuming bit for bit (episodes in flight replayed) is the python backend's contract;
+    # envpool resumes with fresh episodes (exact_resume False).
     config = RunConfig(tasks="Empty-5x5,GoToDoor-5x5", frames=2048, num_envs=4, seed=3, runs_dir=str(root),
                        run_name="ck", threads=1, video_every=0, checkpoint_every=2, keep_checkpoints=2,
-                       curriculum="learning-progress")
+                       curriculum="learning-progress", backend="minigrid")
     config.ppo.num_steps, config.ppo.batch_size = 64, 128
     for key, value in overrides.items():
         setattr(config, key, value)

@@ -32,15 +32,16 @@ ROLLOUT = 4 * 32  # frames per update in the runs below
 def _config(tmp_path, name="r", **overrides) -> RunConfig:
     fields = dict(
         tasks="Empty-5x5", frames=1024, num_envs=4, video_every=0, checkpoint_every=2, threads=1, curriculum="none",
-        runs_dir=str(tmp_path), run_name=name, device="cpu",
+        runs_dir=str(tmp_path), run_name=name, device="cpu", backend="minigrid",
     )
     fields.update(overrides)
     return RunConfig(**fields, ppo=PPOConfig(num_steps=32, batch_size=64), agent=AgentConfig())
 
 
 def _cli(*args):
+    # backend minigrid: the faults below are injected into python MiniGrid's classes, which envpool does not run.
     return ["--tasks", "Empty-5x5", "--num-envs", "4", "--num-steps", "32", "--batch-size", "64", "--video-every", "0",
-            "--threads", "1", "--device", "cpu", *args]
+            "--threads", "1", "--device", "cpu", "--backend", "minigrid", *args]
 
 
 def _files(folder: Path) -> dict[str, float]:
@@ -94,7 +95,7 @@ def test_bad_presets_name_the_field(tmp_path, capsys):
         ("framez: 10\n", "unknown field framez; did you mean frames"),
         ("frames: lots\n", "frames='lots' must be an integer"),
         ("agent:\n  conditioning: telepathy\n", "conditioning='telepathy' must be one of 'film', 'concat', 'task-id'"),
-        ("task_balance: steps\n", "task_balance='steps' must be one of 'frames', 'episodes'"),
+        ("task_balance: steps\n", "task_balance='steps' must be one of 'slots', 'frames', 'episodes'"),
         ("- a list\n", "does not hold a mapping of fields"),
         ("!!python/object/apply:os.system ['touch pwned']\n", "is not valid YAML"),  # safe_load: never executed
     ]
