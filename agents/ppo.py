@@ -290,9 +290,14 @@ class MultiTaskPPO:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
-                if not torch.isfinite(loss.detach() + grad_norm):  # one sync for both
+                finite = bool(torch.isfinite(loss.detach() + grad_norm))  # one sync for both
+                # Every rank skips together: the loss is rank-local (GradNorm's terms too), and a
+                # rank that skipped alone would miss the weighter's all-reduce the others enter.
+                if self.collectives.mean(float(finite)) < 1.0:
                     bad = [key for key, term in terms.items() if not torch.isfinite(term.detach()).all()]
                     what = f"loss terms {', '.join(bad)}" if bad else ("loss" if not torch.isfinite(loss) else "gradient")
+                    if finite:
+                        what = "loss or gradient on another rank"
                     raise NonFiniteLoss(f"non-finite {what} at epoch {epoch + 1}, minibatch {counts['losses/total'] + 1}")
                 self.collectives.average_gradients(self.weighter.parameters())  # DDP averages the model's
                 self.optimizer.step()
