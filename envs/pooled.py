@@ -41,8 +41,8 @@ import numpy as np
 
 from envs.labels import target_cells
 from envs.pools import EnvPoolTask, MiniGridTask, served_by_envpool
-from envs.slots import _probs_row
-from envs.tasks import TASK_NAMES, TASKS, get_task
+from envs.slots import _probs_row, check_slots
+from envs.tasks import TASK_NAMES, TASKS
 from envs.wrappers import DEFAULT_MISSION_LENGTH, FAMILIES, VIEW_SIZE, observation_space, tokenize
 
 _FAMILY = np.array([FAMILIES.index(spec.family) for spec in TASKS.values()], dtype=np.int64)
@@ -69,14 +69,7 @@ class PooledVectorEnv:
         mission_length: int = DEFAULT_MISSION_LENGTH,
         env_threads: int = 0,
     ) -> None:
-        if isinstance(tasks, str):
-            tasks = [tasks]
-        if not tasks:
-            raise ValueError("tasks is empty; give at least one task name (python train.py --list-tasks).")
-        for name in tasks:
-            get_task(name)
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs={num_envs!r} must be a positive integer.")
+        tasks = check_slots(tasks, num_envs)
         self.num_envs = int(num_envs)
         self.mission_length = mission_length
         self.env_threads = env_threads or os.cpu_count() or 1

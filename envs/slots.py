@@ -305,6 +305,18 @@ def _make_slot(*args: Any, **kwargs: Any) -> TaskSlot:
     return TaskSlot(*args, **kwargs)
 
 
+def check_slots(tasks: str | Sequence[str], num_envs: int) -> list[str]:
+    """The task list of a vector env (a name or names, all registered) after checking ``num_envs``; ValueError naming the bad value."""
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    if not tasks:
+        raise ValueError("tasks is empty; give at least one task name (python train.py --list-tasks).")
+    for name in tasks:
+        get_task(name)
+    if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise ValueError(f"num_envs={num_envs!r} must be a positive integer.")
+    return tasks
+
+
 def _generator(state: dict[str, Any]) -> np.random.Generator:
     """A numpy generator in the given ``bit_generator.state``."""
     bit_generator = getattr(np.random, state["bit_generator"])()

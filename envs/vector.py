@@ -23,16 +23,9 @@ arrays, labels included; in sync mode, batching is one ``np.stack``. :class:`Mul
 the batch into the format of :mod:`envs.wrappers` (observation dict, labels in
 ``info``), so users never see the packing.
 
-Seeding: ``reset(seed=s)`` gives slot ``i`` the seed ``s + i``. The slot's own
-generator then draws the task of each episode and seeds each task env the first
-time it runs after that reset (later episodes continue that env's stream), so
-the whole stream of observations is a function of the seed and the task
-assignments.
-
-Crashes: an exception raised by a task env inside ``step`` or ``reset`` does
-not end the run. The slot drops that env (a fresh one is built on next use)
-and ends the episode as truncated, with ``final_info["crashed"]`` holding the
-error; the episode counts as failed. With ``async``, a worker process that
+Seeding and crashes are the slots' (:mod:`envs.slots`): ``reset(seed=s)`` gives
+slot ``i`` the seed ``s + i``, and an exception in a task env ends its episode
+as truncated and failed, with ``final_info["crashed"]``. With ``async``, a worker process that
 dies (killed, segfault) is restarted on a fresh slot the same way
 (:class:`RestartingAsyncVectorEnv`). Deciding when crashes are too many is the
 learner's job (the trainer stops a run whose task keeps crashing).
@@ -56,8 +49,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from envs.async_workers import RestartingAsyncVectorEnv
-from envs.slots import Packing, _make_slot, _probs_row
-from envs.tasks import get_task
+from envs.slots import Packing, _make_slot, _probs_row, check_slots
 from envs.wrappers import DEFAULT_MISSION_LENGTH, ObsMode
 
 Vectorization = Literal["sync", "async"]
@@ -151,14 +143,7 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
         render_mode: str | None = None,
         context: str | None = None,
     ) -> None:
-        if isinstance(tasks, str):
-            tasks = [tasks]
-        if not tasks:
-            raise ValueError("tasks is empty; give at least one task name (python train.py --list-tasks).")
-        for name in tasks:
-            get_task(name)
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs={num_envs!r} must be a positive integer.")
+        tasks = check_slots(tasks, num_envs)
         if vectorization not in VECTORIZATIONS:
             raise ValueError(f"vectorization={vectorization!r} is unknown; use one of {VECTORIZATIONS}.")
         fns = [
