@@ -112,3 +112,17 @@ def test_evaluate_runs_with_the_threads_asked_for_and_openmp_asleep(tiny_run):
     assert "device cpu, 1 CPU thread(s)" in done.stdout, done.stdout
     assert "Empty-5x5" in done.stdout.splitlines()[-1], done.stdout
     assert "GOMP_SPINCOUNT = '0'" in done.stderr, "evaluate.py must set the wait policy before it imports torch"
+
+
+def test_the_benchmark_measures_the_rule_against_libgomps_default():
+    from bench.shared_machine import Measure, _median, parse_mode
+
+    old, new = parse_mode("old", 16), parse_mode("new", 16)
+    assert (old.train_threads, old.eval_threads, old.env) == (16, 16, {"GOMP_SPINCOUNT": "300000"})
+    assert (new.train_threads, new.eval_threads, new.env) == (8, 1, {"OMP_WAIT_POLICY": "PASSIVE"})
+    assert parse_mode("half/1/passive", 6).train_threads == 3
+    with pytest.raises(ValueError, match="mode 'all/1'"):
+        parse_mode("all/1", 2)
+    assert _median([Measure(3.0), Measure(1.0), Measure(2.0)]) == Measure(2.0)
+    assert _median([Measure(1.0), Measure(3.0)]) == Measure(2.0)
+    assert _median([Measure(1.0), Measure(45.0, capped=True)]) == Measure(45.0, capped=True)  # only a bound is known

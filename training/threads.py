@@ -12,22 +12,36 @@ core taken by the first one's spinning threads, and each small op waits for a
 time slice. Measured on a 2-core machine (issue: evaluation beside training,
 two tasks x 32 episodes): 45.7 s with the default threads, 2.6 s with one.
 
-The rule (measured with ``bench/shared_machine.py``; numbers in its docstring):
+The rule, chosen by measurement (``bench/shared_machine.py``; its docstring
+has the tables):
 
 * ``evaluate`` and ``bench``: one thread. Evaluation acts on a handful of
-  observations per forward pass, where splitting an op over threads costs
-  more than it saves even on an idle machine; benchmarks measure the code,
-  and must not depend on what else shares the machine.
-* ``train``: one thread with ``vectorization="async"`` (the env workers need
-  the cores); otherwise half the cores (at least one), so that a second
-  process fits beside it.
+  observations per forward pass: alone, one thread took 8.2-13.9 s for two
+  tasks x 32 episodes and two passive threads 10.4-10.5 s, so more threads
+  buy nothing and only take cores from a neighbour. Benchmarks measure the
+  code and must not depend on what else shares the machine.
+* ``train``: one thread with ``vectorization="async"`` (the env workers are
+  processes that need the cores); otherwise half the cores, at least one, so
+  that a second process (an evaluation, another seed) has cores of its own.
+  On 2 cores: all cores ran 1,259-1,306 frames/s alone in a quiet spell
+  (114 and under 46 beside other users' jobs) but 37-123 each with a second
+  run beside it; one thread 1,043-1,220 alone and 438-1,214 beside.
 * An explicit request (``--threads N``, N > 0) always wins; so does
-  ``OMP_NUM_THREADS`` set in the environment, when nothing was requested.
+  ``OMP_NUM_THREADS`` set in the environment (torchrun sets it to 1 for its
+  ranks) when nothing was requested.
 
 :func:`configure_openmp` additionally makes OpenMP's waiting threads sleep at
-once (``OMP_WAIT_POLICY=PASSIVE``) unless the user chose a wait policy. It
+once (``OMP_WAIT_POLICY=PASSIVE``) unless the user chose a wait policy
+(``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set). A one-thread process never
+waits on a team, so this only matters when a process runs several threads (4+
+cores, or ``--threads``) and something shares its cores: with two threads
+each on 2 cores, passive waiting ran 521-948 frames/s side by side where
+spinning ran 37-123, at a cost alone (686-984 against 1,259-1,306). The
+cores are not ours alone (another user's job is as much a neighbour as our
+own evaluation), so the bounded cost is taken against the unbounded one. It
 must run before torch is imported: libgomp reads its environment once, when
-it is loaded, so this module does not import torch at module level.
+it is loaded (checked by tests/test_threads.py), so this module does not
+import torch at module level.
 """
 
 from __future__ import annotations
