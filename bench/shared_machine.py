@@ -35,18 +35,23 @@ Run (under the shared lock, so that no two measurements overlap):
     flock /tmp/omnigrid-bench.lock python bench/shared_machine.py --sections train --modes old,1/1/spin,all/all/passive
     python bench/shared_machine.py --sections eval --rounds 5 --cap 120
 
-Measured on the 2-core development machine, shared with other users' tests
-(load average 2.7-4.2), default settings (555 s):
+Measured on the 2-core development machine, shared with other users' tests,
+default settings (backend envpool, whose env threads take every core in
+both modes), two invocations (555 s at load average 2.7-4.2, 533 s at
+3.5-6.7):
 
     mode   eval alone s  beside train s  slowdown  |  train alone fps  side by side (each)  slowdown
     old           >45.0           >45.0         ?  |             <46                 <46         ?
     new            11.8            18.6     1.58x  |           1,056                 529     1.99x
+    old           >45.0           >45.0         ?  |             231                 <46    >5.08x
+    new             9.5            19.6     2.06x  |           1,181                 557     2.12x
 
-(old, round 1: 114 frames/s alone.) Side by side, two one-thread runs share
-two cores that other work also wants: half the frames/s each is the fair
-share, not a collapse. In a quieter hour (load about 3), 8,192 frames: old
-1,259 frames/s alone and 123 side by side (10x slower); 1/1/spin 1,043 and
-1,131; all/all/passive 802 and 876.
+Side by side, two one-thread runs share two cores that other work also
+wants: half the frames/s each (their sum is the run alone) is the fair
+share, not a collapse. The old default collapses even "alone" here, since
+other users' jobs are a second process too. In a quieter spell (load about
+3, 8,192 frames, one round): old 1,259 frames/s alone and 123 side by side;
+1/1/spin 1,043 and 1,131; all/all/passive 802 and 876.
 """
 
 from __future__ import annotations
@@ -122,8 +127,9 @@ def _env(mode: Mode) -> dict[str, str]:
 def _train_command(args: argparse.Namespace, threads: int, runs: Path, name: str, frames: int) -> list[str]:
     return [
         sys.executable, "train.py", "--tasks", args.train_tasks, "--frames", str(frames), "--num-envs", str(args.num_envs),
-        "--num-steps", str(NUM_STEPS), "--threads", str(threads), "--device", "cpu", "--video-every", "0", "--checkpoint-every", "0",
-        "--log-every", "1000000", "--seed", "1", "--runs-dir", str(runs), "--run-name", name,
+        "--num-steps", str(NUM_STEPS), "--backend", args.backend, "--threads", str(threads), "--device", "cpu",
+        "--video-every", "0", "--checkpoint-every", "0", "--log-every", "1000000", "--seed", "1",
+        "--runs-dir", str(runs), "--run-name", name,
     ]
 
 
@@ -268,6 +274,7 @@ def main() -> None:
     parser.add_argument("--train-tasks", default="DoorKey-5x5")
     parser.add_argument("--frames", type=int, default=8192, help="frames of each timed training run")
     parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--backend", default="auto", choices=("auto", "envpool", "minigrid"), help="train.py's env backend")
     parser.add_argument("--eval-tasks", default="DoorKey-5x5,GoToDoor-5x5")
     parser.add_argument("--episodes", type=int, default=32, help="evaluation episodes per task")
     parser.add_argument("--checkpoint", default="", help="run folder to evaluate (default: a 2,048-frame run trained first)")
@@ -286,7 +293,11 @@ def main() -> None:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be a positive integer.")
 
-    print(f"{cores} cores, load average {os.getloadavg()[0]:.2f}; " + "; ".join(m.describe() for m in modes), flush=True)
+    from envs.vector import resolve_backend
+
+    backend, _ = resolve_backend(args.backend, obs="symbolic", vectorization="sync")
+    print(f"{cores} cores, load average {os.getloadavg()[0]:.2f}, backend {backend}; "
+          + "; ".join(m.describe() for m in modes), flush=True)
     evals: dict[str, list[tuple[Measure, Measure]]] = {m.name: [] for m in modes}
     trains: dict[str, list[tuple[Measure, list[Measure]]]] = {m.name: [] for m in modes}
     start = time.perf_counter()
