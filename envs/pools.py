@@ -175,6 +175,9 @@ class MiniGridTask:
         self.spec = spec
         self.seed = seed
         self.envs: list[Any] = [None] * capacity
+        # Each env's last observation: what a step that crashes reports as the episode's final one.
+        self._last_image = np.zeros((capacity, 7, 7, 3), dtype=np.uint8)
+        self._last_direction = np.zeros(capacity, dtype=np.int64)
         self._pending: tuple[np.ndarray, np.ndarray] | None = None
 
     def _target(self, env: Any) -> Target:
@@ -194,6 +197,7 @@ class MiniGridTask:
             directions.append(obs["direction"])
             missions.append(obs["mission"])
             targets.append(self._target(self.envs[i]))
+        self._last_image[ids], self._last_direction[ids] = np.stack(images), directions
         return (np.stack(images), np.asarray(directions, dtype=np.int64), missions,
                 np.asarray(targets, dtype=np.int64).reshape(-1, 2))
 
@@ -220,6 +224,8 @@ class MiniGridTask:
                 traceback.print_exc(file=sys.stderr)
                 self.envs[i] = None  # rebuilt at the slot's next reset
                 truncated[k] = True
+                image[k], direction[k] = self._last_image[i], self._last_direction[i]
+        self._last_image[ids], self._last_direction[ids] = image, direction
         return image, direction, reward, terminated, truncated, crashes
 
     def close(self) -> None:

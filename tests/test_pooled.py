@@ -189,3 +189,20 @@ def test_envpool_resume_restarts_the_episodes_in_flight_the_same_way_twice(tmp_p
         resumed.run()
         finals.append(resumed.model.state_dict())
     assert all(torch.equal(finals[0][key], finals[1][key]) for key in finals[0])
+
+
+def test_a_python_task_that_raises_ends_its_episode_with_its_last_observation(monkeypatch):
+    from envs.recognition import ColorObjectEnv
+
+    env = PooledVectorEnv(["ColorGoTo-5x5-N2"], 2)
+    before, _ = env.reset(seed=0)
+
+    def boom(self, action):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(ColorObjectEnv, "step", boom)
+    _, _, terminated, truncated, info = env.step([0, 0])
+    assert truncated.all() and not terminated.any()
+    assert list(info["final_info"]["crashed"]) == ["RuntimeError: simulated crash"] * 2
+    assert not info["final_info"]["success"].any()
+    np.testing.assert_array_equal(info["final_obs_batch"]["image"], before["image"])

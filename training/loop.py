@@ -158,8 +158,7 @@ class Trainer:
                   "the slots start new episodes.", file=sys.stderr)
             checkpoint.set_rng_state(local["rng"])
             local = None
-            self.collector.start(*self.env.reset(seed=config.seed + self.frames + world.rank * config.num_envs))
-        elif local is not None:
+        if local is not None:
             # Exact resume (python backend): the slots replay their episodes in flight, and
             # the learner's per-slot state and RNGs are those of the checkpoint. The envpool
             # backend restarts the episodes in flight instead, seeded from the checkpoint.
