@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per side")
     parser.add_argument("--vectorization", choices=("sync", "async"), default="sync", help="plain and minigrid sides")
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
-    parser.add_argument("--env-threads", type=int, default=0, help="envpool threads per task pool (0: every core)")
+    parser.add_argument("--env-threads", type=int, default=0, help="envpool threads in all, shared among the task pools (0: every core)")
     args = parser.parse_args()
     tasks = args.tasks.split(",")
     sides = [side for side in SIDES if side in args.sides]

@@ -82,6 +82,33 @@ def served_by_envpool(spec: TaskSpec) -> bool:
     return spec.env_id in envpool_ids() and not spec.env_id.startswith(NOT_SERVED)
 
 
+_RAW_STATE = ("info:env_id", "done", "trunc", "reward", "obs:image", "obs:direction", "obs:mission")
+_RAW_ACTION = ["env_id", "players.env_id", "action"]
+
+
+def _raw_layout(pool: Any) -> dict[str, int]:
+    """Where each field sits in EnvPool's raw answer list.
+
+    The pools talk to EnvPool's native ``_send``/``_recv``/``_reset`` directly:
+    its python ``send``/``recv`` rebuild the config dict and a pytree on every
+    call, a quarter of a step's time at 256 slots over six tasks. That layer
+    is private, so the layout is checked here (and by ``tests/test_envpool_parity.py``)
+    against the pinned versions; a release that changes it stops with this
+    message instead of misreading arrays.
+    """
+    state_keys = list(pool._state_keys)
+    action_keys = list(pool._spec._action_keys)
+    missing = [key for key in _RAW_STATE if key not in state_keys]
+    if missing or action_keys != _RAW_ACTION:
+        import envpool
+
+        raise RuntimeError(
+            f"envpool {envpool.__version__}'s native layout changed (state keys missing {missing}, "
+            f"action keys {action_keys}); omnigrid is tested with envpool{ENVPOOL_VERSIONS}."
+        )
+    return {key: state_keys.index(key) for key in _RAW_STATE}
+
+
 class EnvPoolTask:
     """``capacity`` EnvPool environments of one task.
 
@@ -102,7 +129,10 @@ class EnvPoolTask:
             spec.env_id, env_type="gymnasium", num_envs=capacity, seed=seed,
             max_episode_steps=spec.max_steps, num_threads=min(num_threads, capacity),
         )
+        self._at = _raw_layout(self.pool)
         self._missions: dict[int, tuple[bytes, str, Target]] = {}  # hash -> (mission bytes, text, target)
+        self._resetting: np.ndarray | None = None
+        self._stepping: np.ndarray | None = None
 
     def _decode(self, rows: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Mission texts and targets of ``rows`` (uint8, NUL-padded); one decode per distinct mission.
@@ -126,12 +156,26 @@ class EnvPoolTask:
         inverse = inverse.reshape(-1)
         return [texts[i] for i in inverse], np.asarray(targets, dtype=np.int64).reshape(-1, 2)[inverse]
 
-    def reset(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
-        """Start new episodes in environments ``ids``: (image, direction, missions, targets)."""
-        ids = ids.astype(np.int32)
-        obs, _ = self.pool.reset(ids)
-        image, direction = obs["image"], obs["direction"].astype(np.int64)
-        missions, targets = self._decode(obs["mission"])
+    def _answer(self, ids: np.ndarray) -> list[np.ndarray]:
+        """EnvPool's answer to the last request, checked to be about ``ids`` in that order."""
+        state = self.pool._recv()
+        if not np.array_equal(state[self._at["info:env_id"]], ids):
+            raise RuntimeError(f"{self.spec.name}: EnvPool answered for other environments than were sent.")
+        return state
+
+    def reset_send(self, ids: np.ndarray) -> None:
+        """Ask for new episodes in environments ``ids`` (answered by :meth:`reset_recv`)."""
+        self._resetting = ids.astype(np.int32)
+        self.pool._reset(self._resetting)
+
+    def reset_recv(self) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+        """(image, direction, missions, targets) of the episodes :meth:`reset_send` asked for."""
+        ids, self._resetting = self._resetting, None
+        assert ids is not None, "EnvPoolTask.reset_recv without reset_send"
+        at = self._at
+        state = self._answer(ids)
+        image, direction = state[at["obs:image"]], state[at["obs:direction"]].astype(np.int64)
+        missions, targets = self._decode(state[at["obs:mission"]])
         for _ in range(MAX_REDRAWS):
             if not self.exclude:
                 break
@@ -140,25 +184,37 @@ class EnvPoolTask:
             bad = np.fromiter(((int(t), int(c)) in _HELDOUT for t, c in targets), dtype=bool, count=len(targets))
             if not bad.any():
                 break
-            again, _ = self.pool.reset(ids[bad])
-            image[bad], direction[bad] = again["image"], again["direction"]
-            new_missions, targets[bad] = self._decode(again["mission"])
+            self.pool._reset(ids[bad])
+            again = self._answer(ids[bad])
+            image[bad], direction[bad] = again[at["obs:image"]], again[at["obs:direction"]]
+            new_missions, targets[bad] = self._decode(again[at["obs:mission"]])
             for i, text in zip(np.flatnonzero(bad), new_missions):
                 missions[i] = text
         else:
             raise RuntimeError(f"{self.spec.name}: no episode without a held-out target in {MAX_REDRAWS} resets.")
         return image, direction, missions, targets
 
+    def reset(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+        """Start new episodes in environments ``ids``: (image, direction, missions, targets)."""
+        self.reset_send(ids)
+        return self.reset_recv()
+
     def send(self, ids: np.ndarray, actions: np.ndarray) -> None:
-        self.pool.send(actions.astype(np.int32), ids.astype(np.int32))
+        ids = self._stepping = ids.astype(np.int32)
+        self.pool._send([ids, ids, actions.astype(np.int32)])  # env_id, players.env_id (one player), action
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
         """(image, direction, reward, terminated, truncated, crashes by position) of the last :meth:`send`."""
-        obs, reward, terminated, truncated, _ = self.pool.recv()
+        ids, self._stepping = self._stepping, None
+        assert ids is not None, "EnvPoolTask.recv without send"
+        at = self._at
+        state = self._answer(ids)
+        reward, truncated = state[at["reward"]], state[at["trunc"]]
+        terminated = state[at["done"]] & ~truncated
         # An episode that reaches its goal on its last allowed step is terminated *and*
         # truncated in MiniGrid; EnvPool reports it truncated only.
         terminated |= truncated & (reward > 0)
-        return obs["image"], obs["direction"], reward, terminated, truncated, {}
+        return state[at["obs:image"]], state[at["obs:direction"]], reward, terminated, truncated, {}
 
     def close(self) -> None:
         self.pool.close()
@@ -179,6 +235,7 @@ class MiniGridTask:
         self._last_image = np.zeros((capacity, 7, 7, 3), dtype=np.uint8)
         self._last_direction = np.zeros(capacity, dtype=np.int64)
         self._pending: tuple[np.ndarray, np.ndarray] | None = None
+        self._resetting: np.ndarray | None = None
 
     def _target(self, env: Any) -> Target:
         if self.spec.target is None:
@@ -200,6 +257,14 @@ class MiniGridTask:
         self._last_image[ids], self._last_direction[ids] = np.stack(images), directions
         return (np.stack(images), np.asarray(directions, dtype=np.int64), missions,
                 np.asarray(targets, dtype=np.int64).reshape(-1, 2))
+
+    def reset_send(self, ids: np.ndarray) -> None:
+        self._resetting = ids
+
+    def reset_recv(self) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+        ids, self._resetting = self._resetting, None
+        assert ids is not None, "MiniGridTask.reset_recv without reset_send"
+        return self.reset(ids)
 
     def send(self, ids: np.ndarray, actions: np.ndarray) -> None:
         self._pending = (ids, actions)

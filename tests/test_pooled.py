@@ -206,3 +206,53 @@ def test_a_python_task_that_raises_ends_its_episode_with_its_last_observation(mo
     assert list(info["final_info"]["crashed"]) == ["RuntimeError: simulated crash"] * 2
     assert not info["final_info"]["success"].any()
     np.testing.assert_array_equal(info["final_obs_batch"]["image"], before["image"])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_calls_answer_as_envpools_public_api(threads):
+    """The pools call EnvPool's private _send/_recv/_reset (envs/pools.py): same answers as its public API."""
+    import envpool
+
+    from envs.pools import EnvPoolTask
+
+    spec = TASKS["GoToObject-6x6-N2"]
+    ours = EnvPoolTask(spec, 16, seed=5, num_threads=threads)
+    ours.exclude = False  # the public pool below redraws nothing
+    public = envpool.make(spec.env_id, env_type="gymnasium", num_envs=16, seed=5,
+                          max_episode_steps=spec.max_steps, num_threads=threads)
+    everyone = np.arange(16)
+    image, direction, _, _ = ours.reset(everyone)
+    expected, _ = public.reset(everyone.astype(np.int32))
+    np.testing.assert_array_equal(image, expected["image"])
+    np.testing.assert_array_equal(direction, expected["direction"])
+    rng = np.random.default_rng(0)
+    ended = 0
+    for _ in range(300):
+        ids = np.sort(rng.choice(16, int(rng.integers(1, 17)), replace=False))
+        actions = rng.integers(0, 7, len(ids))
+        ours.send(ids, actions)
+        got = ours.recv()
+        obs, reward, terminated, truncated, _ = public.step(actions.astype(np.int32), ids.astype(np.int32))
+        for a, b in zip(got[:5], (obs["image"], obs["direction"], reward, terminated, truncated)):
+            np.testing.assert_array_equal(a, b)
+        done = ids[got[3] | got[4]]
+        if len(done):
+            ended += len(done)
+            image, direction, _, _ = ours.reset(done)
+            expected, _ = public.reset(done.astype(np.int32))
+            np.testing.assert_array_equal(image, expected["image"])
+    assert ended > 20
+    ours.close(), public.close()
+
+
+def test_a_changed_native_layout_stops_with_one_clear_message():
+    from envs.pools import _raw_layout
+
+    class Renamed:
+        _state_keys = ["info:env_id", "done", "trunc", "reward", "obs:image", "obs:direction"]
+
+        class _spec:
+            _action_keys = ["env_id", "players.env_id", "action"]
+
+    with pytest.raises(RuntimeError, match=r"native layout changed \(state keys missing \['obs:mission'\]"):
+        _raw_layout(Renamed())
