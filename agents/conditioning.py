@@ -14,6 +14,9 @@ embedding to the mission embedding.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -51,8 +54,28 @@ class MissionEncoder(nn.Module):
             self.word = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU())
             self.out = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())  # bounded, as a GRU state
         self.hidden = hidden
+        self._cache: dict[bytes, torch.Tensor] | None = None  # mission row -> embedding, inside remember_missions
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self._cache is None or torch.is_grad_enabled() or tokens.device.type != "cpu":
+            return self._encode(tokens)
+        return self._remembered(tokens)
+
+    def _remembered(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Each distinct mission encoded once while :func:`remember_missions` is open."""
+        rows = np.ascontiguousarray(tokens.numpy())
+        keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+        unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        unique = unique.tolist()
+        missing = [i for i, key in enumerate(unique) if key not in self._cache]
+        if missing:
+            fresh = self._encode(tokens[torch.from_numpy(first[missing])])
+            for i, row in zip(missing, fresh):
+                self._cache[unique[i]] = row
+        table = torch.stack([self._cache[key] for key in unique])
+        return table[torch.from_numpy(inverse.reshape(-1))]
+
+    def _encode(self, tokens: torch.Tensor) -> torch.Tensor:
         unique, inverse = _unique_rows(tokens)
         lengths = (unique != 0).sum(dim=1).clamp(min=1)
         unique = unique[:, : int(lengths.max())]  # drop the padding no mission reaches
@@ -66,6 +89,27 @@ class MissionEncoder(nn.Module):
         h = self.word(words + self.position(positions))  # (U, L, hidden), >= 0 after the ReLU
         h = h * (positions < lengths.unsqueeze(1)).unsqueeze(-1)  # padding never wins the max
         return self.out(h.amax(dim=1))[inverse]
+
+
+@contextlib.contextmanager
+def remember_missions(model: nn.Module) -> Iterator[None]:
+    """Inside, ``model``'s mission encoders encode each distinct mission once (acting on CPU, no gradient).
+
+    A slot's mission changes only when its episode does, so acting would run
+    the GRU over the same few missions at every step: a fifth of collection
+    time on CPU. The caller promises the parameters do not change inside (a
+    rollout's collection, an evaluation); embeddings are dropped on leaving.
+    (Torch's version counters cannot tell instead: fused Adam updates the
+    parameters without bumping them.)
+    """
+    encoders = [m for m in model.modules() if isinstance(m, MissionEncoder)]
+    for encoder in encoders:
+        encoder._cache = {}
+    try:
+        yield
+    finally:
+        for encoder in encoders:
+            encoder._cache = None
 
 
 MISSION_ENCODERS: dict[str, str] = {

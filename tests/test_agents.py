@@ -238,6 +238,34 @@ def test_mission_embedding_ignores_padding_and_tells_missions_apart(mission_enco
     assert not torch.allclose(short[0], short[1])  # the same words in another order differ
 
 
+@pytest.mark.parametrize("mission_encoder", ["gru", "bow"])
+def test_remembered_missions_are_encoded_once_and_forgotten_on_leaving(mission_encoder, monkeypatch):
+    from agents.conditioning import MissionEncoder, remember_missions
+    from agents.optim import FusedAdam
+
+    torch.manual_seed(0)
+    enc = MissionEncoder(10, kind=mission_encoder, hidden=16, max_length=6)
+    tokens = torch.tensor([[3, 4, 0], [5, 0, 0], [3, 4, 0], [3, 4, 7], [5, 0, 0]])
+    encoded = []
+    encode = enc._encode
+    monkeypatch.setattr(enc, "_encode", lambda rows: encoded.append(len(rows)) or encode(rows))
+    with torch.no_grad():
+        plain = enc(tokens)
+        with remember_missions(enc):
+            first, again = enc(tokens), enc(tokens[[1, 0]])
+    assert encoded == [5, 3]  # outside: every row's distinct missions; inside: three, once
+    assert torch.allclose(first, plain, atol=1e-6) and torch.allclose(again, plain[[1, 0]], atol=1e-6)
+    # After leaving, a parameter change (fused Adam bumps no version counter) is seen.
+    optimizer = FusedAdam([{"params": list(enc.parameters())}], lr=0.1)
+    enc(tokens).sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        with remember_missions(enc):
+            after = enc(tokens)
+        assert torch.allclose(after, enc(tokens), atol=1e-6) and not torch.allclose(after, plain)
+        assert enc._cache is None
+
+
 def test_reward_windows_in_the_minibatch_pass_match_a_separate_pass():
     space, obs, _ = _batch(n=6)
     model = MultiTaskActorCritic(space, AgentConfig())

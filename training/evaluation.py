@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from agents.conditioning import remember_missions
 from agents.model import MultiTaskActorCritic, ObsBatch
 from agents.persist import CHECKPOINT_DIR
 from envs.tasks import get_task, list_tasks, make, make_external
@@ -171,49 +172,50 @@ def evaluate_target(
     episode_of = np.arange(num_envs)  # episode index each slot plays; -1: idle
     next_episode = num_envs
     finished = 0
-    try:
-        obs, _ = env.reset(seed=[seed + int(e) for e in episode_of])
-        for i in range(min(video_episodes, num_envs)):
-            videos[i] = [env.envs[i].render()]
-        state = model.initial_state(num_envs)
-        starts = torch.ones(num_envs, dtype=torch.bool, device=model.device)
-        while finished < episodes:
-            logits, state = model.action_logits(ObsBatch.from_numpy(obs, model.device), state, starts)
-            if deterministic:
-                action = logits.argmax(-1)
-            else:
-                action = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
-            obs, rewards, terminated, truncated, info = env.step(action.cpu().numpy())
-            active = episode_of >= 0
-            returns[episode_of[active]] += rewards[active]
-            lengths[episode_of[active]] += 1
-            # Render only the slots playing a recorded episode (0 .. video_episodes - 1).
-            for i in np.flatnonzero((episode_of >= 0) & (episode_of < video_episodes)):
-                videos[int(episode_of[i])].append(env.envs[i].render())
-            done = terminated | truncated
-            starts = torch.as_tensor(done, device=model.device)
-            if not done.any():
-                continue
-            seeds: list[int | None] = [None] * num_envs
-            for i in np.flatnonzero(done & active):
-                successes[episode_of[i]] = bool(info["success"][i])
-                finished += 1
-                if on_episode is not None:
-                    on_episode()
-                if next_episode < episodes:
-                    episode_of[i], seeds[i] = next_episode, seed + next_episode
-                    if next_episode < video_episodes:
-                        videos[next_episode] = []
-                    next_episode += 1
+    with remember_missions(model):  # parameters are fixed while evaluating
+        try:
+            obs, _ = env.reset(seed=[seed + int(e) for e in episode_of])
+            for i in range(min(video_episodes, num_envs)):
+                videos[i] = [env.envs[i].render()]
+            state = model.initial_state(num_envs)
+            starts = torch.ones(num_envs, dtype=torch.bool, device=model.device)
+            while finished < episodes:
+                logits, state = model.action_logits(ObsBatch.from_numpy(obs, model.device), state, starts)
+                if deterministic:
+                    action = logits.argmax(-1)
                 else:
-                    episode_of[i] = -1  # idle: stepped on (a batch is a batch) but not counted
-            # Every ended env restarts (idle ones too: none is stepped past its end).
-            obs, _ = env.reset(seed=seeds, options={"reset_mask": done.copy()})
-            for i in np.flatnonzero(done):
-                if episode_of[i] in videos:
-                    videos[episode_of[i]].append(env.envs[i].render())
-    finally:
-        env.close()
+                    action = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+                obs, rewards, terminated, truncated, info = env.step(action.cpu().numpy())
+                active = episode_of >= 0
+                returns[episode_of[active]] += rewards[active]
+                lengths[episode_of[active]] += 1
+                # Render only the slots playing a recorded episode (0 .. video_episodes - 1).
+                for i in np.flatnonzero((episode_of >= 0) & (episode_of < video_episodes)):
+                    videos[int(episode_of[i])].append(env.envs[i].render())
+                done = terminated | truncated
+                starts = torch.as_tensor(done, device=model.device)
+                if not done.any():
+                    continue
+                seeds: list[int | None] = [None] * num_envs
+                for i in np.flatnonzero(done & active):
+                    successes[episode_of[i]] = bool(info["success"][i])
+                    finished += 1
+                    if on_episode is not None:
+                        on_episode()
+                    if next_episode < episodes:
+                        episode_of[i], seeds[i] = next_episode, seed + next_episode
+                        if next_episode < video_episodes:
+                            videos[next_episode] = []
+                        next_episode += 1
+                    else:
+                        episode_of[i] = -1  # idle: stepped on (a batch is a batch) but not counted
+                # Every ended env restarts (idle ones too: none is stepped past its end).
+                obs, _ = env.reset(seed=seeds, options={"reset_mask": done.copy()})
+                for i in np.flatnonzero(done):
+                    if episode_of[i] in videos:
+                        videos[episode_of[i]].append(env.envs[i].render())
+        finally:
+            env.close()
     k = int(successes.sum())
     low, high = wilson_interval(k, episodes)
     return EvalResult(

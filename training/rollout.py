@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from agents.buffer import RolloutBuffer
+from agents.conditioning import remember_missions
 from agents.model import MultiTaskActorCritic, ObsBatch
 from envs.tasks import TASK_NAMES
 
@@ -68,7 +69,6 @@ class Collector:
     def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
         return torch.as_tensor(array, device=self.device, dtype=dtype)
 
-    @torch.no_grad()
     def collect(self, num_steps: int) -> tuple[list[Episode], list[tuple[str, str]]]:
         """Fill the buffer with ``num_steps`` steps of every slot and compute returns.
 
@@ -76,6 +76,10 @@ class Collector:
             The episodes that ended, in step then slot order, and the
             environment crashes among them as ``(task, reason)``.
         """
+        with torch.no_grad(), remember_missions(self.model):  # parameters are fixed until the update
+            return self._collect(num_steps)
+
+    def _collect(self, num_steps: int) -> tuple[list[Episode], list[tuple[str, str]]]:
         self.buffer.reset()
         self.model.eval()
         episodes: list[Episode] = []
