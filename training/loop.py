@@ -12,8 +12,7 @@ import copy
 import random
 import sys
 import time
-from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,11 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.buffer import RolloutBuffer
-from agents.model import MultiTaskActorCritic, ObsBatch
+from agents.model import MultiTaskActorCritic
 from training.rollout import Collector, Episode
 from agents.ppo import MultiTaskPPO, NonFiniteLoss
 from envs.curriculum import FamilySchedule
-from envs.tasks import TASK_NAMES, TASKS, make
+from envs.tasks import TASK_NAMES, TASKS
 from envs.wrappers import FAMILIES
 from envs.vector import make_vector_env
 from agents.persist import remove_leftovers, resolve_checkpoint
@@ -35,29 +34,7 @@ from training.checkpoint import RunStopped
 from training.config import RunConfig
 from training.distributed import SINGLE, RankCollectives, World, all_gather
 from training.logger import Logger, NullLogger, hparams_markdown
-
-SUCCESS_WINDOW = 100  # console and benchmark windows; the curriculum has its own (curriculum_window)
-
-
-@dataclass
-class EpisodeStats:
-    """Outcomes of recent episodes per task (moving windows of ``SUCCESS_WINDOW``)."""
-
-    success: dict[str, deque] = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=SUCCESS_WINDOW)))
-    returns: dict[str, deque] = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=SUCCESS_WINDOW)))
-    lengths: dict[str, deque] = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=SUCCESS_WINDOW)))
-    episodes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-    def add(self, task: str, success: bool, ret: float, length: int) -> None:
-        self.success[task].append(float(success))
-        self.returns[task].append(ret)
-        self.lengths[task].append(length)
-        self.episodes[task] += 1
-
-    def success_rate(self, task: str) -> float | None:
-        window = self.success.get(task)
-        return float(np.mean(window)) if window else None
-
+from training.reporting import SUCCESS_WINDOW, EpisodeStats, Reporter  # noqa: F401  (SUCCESS_WINDOW: benches)
 
 def set_seed(seed: int) -> None:
     random.seed(seed)
@@ -147,7 +124,7 @@ class Trainer:
             self.logger = Logger(self.run_dir, purge_step=purge)
             if payload is None:
                 self.logger.text("hparams", hparams_markdown(config.flat()))
-        self._video_envs: dict[str, object] = {}
+        self.reporter = Reporter(config, self.stats, self.model)
         self.collector = Collector(
             self.env, self.model, self.buffer, device=self.device, gamma=config.ppo.gamma, gae_lambda=config.ppo.gae_lambda
         )
@@ -268,23 +245,6 @@ class Trainer:
             if stale.any():
                 self.collector.restart(stale, *self.env.reset(options={"reset_mask": stale}))
 
-    # ------------------------------------------------------------- reporting
-    def success_line(self) -> str:
-        parts = []
-        for name in self.config.task_list:
-            rate = self.stats.success_rate(name)
-            parts.append(f"{name} {'-' if rate is None else f'{rate:.2f}'}")
-        return "success: " + ", ".join(parts)
-
-    def family_success(self) -> dict[str, float]:
-        """Mean of the task success rates in each family (tasks with episodes only)."""
-        by_family: dict[str, list[float]] = defaultdict(list)
-        for name in self.config.task_list:
-            rate = self.stats.success_rate(name)
-            if rate is not None:
-                by_family[TASKS[name].family].append(rate)
-        return {family: float(np.mean(rates)) for family, rates in by_family.items()}
-
     def _init_from(self, path: Path) -> None:
         """Copy a trained agent's weights; its architecture must be this run's."""
         payload = checkpoint.load(resolve_checkpoint(path))
@@ -386,48 +346,18 @@ class Trainer:
             stop.saved = True  # nothing more to try
             raise stop from None
 
+    # ------------------------------------------------------------- reporting
     def log(self, ppo_stats: dict[str, float], fps: float) -> None:
         """Write this update's curves to TensorBoard (x-axis: frames)."""
-        values: dict[str, float] = dict(ppo_stats)
-        for name in self.config.task_list:
-            if self.stats.success.get(name):
-                values[f"tasks/{name}/success"] = self.stats.success_rate(name)
-                values[f"tasks/{name}/return"] = float(np.mean(self.stats.returns[name]))
-                values[f"tasks/{name}/episode_length"] = float(np.mean(self.stats.lengths[name]))
-        values.update({f"families/{family}/success": rate for family, rate in self.family_success().items()})
-        values["curriculum/level"] = self.curriculum.level()
-        values["curriculum/unlocked"] = len(self.curriculum.unlocked())
-        for name, p in self.curriculum.probs().items():
-            values[f"curriculum/prob/{name}"] = p
-        values["charts/fps"] = fps
-        values["charts/learning_rate"] = self.ppo.optimizer.param_groups[0]["lr"]
-        values["charts/updates"] = self.updates
+        values = self.reporter.scalars(
+            ppo_stats, self.curriculum, fps=fps, learning_rate=self.ppo.optimizer.param_groups[0]["lr"],
+            updates=self.updates,
+        )
         self.logger.scalars(values, self.frames)
 
     def record_videos(self) -> None:
         """One episode per task family, played by the current policy, as GIFs in TensorBoard."""
-        unlocked = self.curriculum.unlocked()
-        for family in ("navigation", "recognition"):
-            tasks = [name for name in unlocked if TASKS[name].family == family]
-            if not tasks:
-                continue
-            task = tasks[(self.updates // max(1, self.config.video_every)) % len(tasks)]  # take turns
-            env = self._video_envs.get(task)
-            if env is None:
-                env = self._video_envs[task] = make(task, obs=self.config.obs, render_mode="rgb_array")
-            obs, _ = env.reset(seed=self.config.seed + self.updates)
-            frames, state = [env.render()], self.model.initial_state(1)
-            start = torch.ones(1, dtype=torch.bool, device=self.device)
-            for _ in range(self.config.video_max_steps):
-                batch = ObsBatch.from_numpy({k: np.asarray(v)[None] for k, v in obs.items()}, self.device)
-                out = self.model.act(batch, state, start)
-                obs, _, terminated, truncated, _ = env.step(int(out.action[0]))
-                frames.append(env.render())
-                state, start = out.state, torch.zeros(1, dtype=torch.bool, device=self.device)
-                if terminated or truncated:
-                    break
-            self.logger.gif(f"videos/{family}", frames, self.frames)
-            self.logger.text(f"videos/{family}_task", task, self.frames)
+        self.reporter.record_videos(self.logger, self.curriculum, updates=self.updates, frames=self.frames)
 
     def run(self) -> EpisodeStats:
         """Train until ``config.frames``, then save the agent; returns the episode statistics."""
@@ -448,12 +378,12 @@ class Trainer:
                 self._snapshot()
                 if self.config.checkpoint_every and self.updates % self.config.checkpoint_every == 0:
                     self._save_or_stop()
-                bar.set_postfix({"fps": f"{fps:,.0f}", **{k[:3]: f"{v:.2f}" for k, v in self.family_success().items()}})
+                bar.set_postfix({"fps": f"{fps:,.0f}", **{k[:3]: f"{v:.2f}" for k, v in self.reporter.family_success().items()}})
                 if self.progress and self.updates % self.config.log_every == 0:
                     unlocked = len(self.curriculum.unlocked())
                     bar.write(
                         f"[{self.frames:,} frames] level {self.curriculum.level()}, {unlocked} tasks open; "
-                        f"{self.success_line()}"
+                        f"{self.reporter.success_line()}"
                     )
         except BaseException as err:
             # Stopped mid-step, the workers' pipes may hold half a message:

@@ -1,0 +1,118 @@
+"""What a run shows while it trains: success windows, console lines, TensorBoard curves and videos.
+
+:class:`EpisodeStats` keeps the recent outcomes per task; :class:`Reporter`
+turns them (with the curriculum's and the learner's numbers) into the console's
+success line, the scalars the trainer logs after every update, and one
+rendered episode per task family as a GIF.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from agents.model import MultiTaskActorCritic, ObsBatch
+from envs.curriculum import Curriculum
+from envs.tasks import TASKS, make
+from training.config import RunConfig
+from training.logger import Logger, NullLogger
+
+SUCCESS_WINDOW = 100  # console and benchmark windows; the curriculum has its own (curriculum_window)
+
+
+@dataclass
+class EpisodeStats:
+    """Outcomes of recent episodes per task (moving windows of ``SUCCESS_WINDOW``)."""
+
+    success: dict[str, deque] = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=SUCCESS_WINDOW)))
+    returns: dict[str, deque] = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=SUCCESS_WINDOW)))
+    lengths: dict[str, deque] = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=SUCCESS_WINDOW)))
+    episodes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, task: str, success: bool, ret: float, length: int) -> None:
+        self.success[task].append(float(success))
+        self.returns[task].append(ret)
+        self.lengths[task].append(length)
+        self.episodes[task] += 1
+
+    def success_rate(self, task: str) -> float | None:
+        window = self.success.get(task)
+        return float(np.mean(window)) if window else None
+
+
+class Reporter:
+    """The console's, TensorBoard's and the videos' view of one run.
+
+    Args:
+        config: the run's config (its task list, video settings).
+        stats: the trainer's episode statistics (read, never written).
+        model: the agent the videos show.
+    """
+
+    def __init__(self, config: RunConfig, stats: EpisodeStats, model: MultiTaskActorCritic) -> None:
+        self.config = config
+        self.stats = stats
+        self.model = model
+        self._video_envs: dict[str, object] = {}
+
+    def success_line(self) -> str:
+        parts = []
+        for name in self.config.task_list:
+            rate = self.stats.success_rate(name)
+            parts.append(f"{name} {'-' if rate is None else f'{rate:.2f}'}")
+        return "success: " + ", ".join(parts)
+
+    def family_success(self) -> dict[str, float]:
+        """Mean of the task success rates in each family (tasks with episodes only)."""
+        by_family: dict[str, list[float]] = defaultdict(list)
+        for name in self.config.task_list:
+            rate = self.stats.success_rate(name)
+            if rate is not None:
+                by_family[TASKS[name].family].append(rate)
+        return {family: float(np.mean(rates)) for family, rates in by_family.items()}
+
+    def scalars(self, ppo_stats: dict[str, float], curriculum: Curriculum, **charts: float) -> dict[str, float]:
+        """This update's curves: the learner's, each task's and family's, the curriculum's, and ``charts/*``."""
+        values: dict[str, float] = dict(ppo_stats)
+        for name in self.config.task_list:
+            if self.stats.success.get(name):
+                values[f"tasks/{name}/success"] = self.stats.success_rate(name)
+                values[f"tasks/{name}/return"] = float(np.mean(self.stats.returns[name]))
+                values[f"tasks/{name}/episode_length"] = float(np.mean(self.stats.lengths[name]))
+        values.update({f"families/{family}/success": rate for family, rate in self.family_success().items()})
+        values["curriculum/level"] = curriculum.level()
+        values["curriculum/unlocked"] = len(curriculum.unlocked())
+        for name, p in curriculum.probs().items():
+            values[f"curriculum/prob/{name}"] = p
+        values.update({f"charts/{key}": value for key, value in charts.items()})
+        return values
+
+    @torch.no_grad()
+    def record_videos(self, logger: Logger | NullLogger, curriculum: Curriculum, *, updates: int, frames: int) -> None:
+        """One episode per task family, played by the current policy, as GIFs in TensorBoard."""
+        unlocked = curriculum.unlocked()
+        device = self.model.device
+        for family in ("navigation", "recognition"):
+            tasks = [name for name in unlocked if TASKS[name].family == family]
+            if not tasks:
+                continue
+            task = tasks[(updates // max(1, self.config.video_every)) % len(tasks)]  # take turns
+            env = self._video_envs.get(task)
+            if env is None:
+                env = self._video_envs[task] = make(task, obs=self.config.obs, render_mode="rgb_array")
+            obs, _ = env.reset(seed=self.config.seed + updates)
+            images, state = [env.render()], self.model.initial_state(1)
+            start = torch.ones(1, dtype=torch.bool, device=device)
+            for _ in range(self.config.video_max_steps):
+                batch = ObsBatch.from_numpy({k: np.asarray(v)[None] for k, v in obs.items()}, device)
+                out = self.model.act(batch, state, start)
+                obs, _, terminated, truncated, _ = env.step(int(out.action[0]))
+                images.append(env.render())
+                state, start = out.state, torch.zeros(1, dtype=torch.bool, device=device)
+                if terminated or truncated:
+                    break
+            logger.gif(f"videos/{family}", images, frames)
+            logger.text(f"videos/{family}_task", task, frames)
