@@ -256,3 +256,12 @@ def test_a_changed_native_layout_stops_with_one_clear_message():
 
     with pytest.raises(RuntimeError, match=r"native layout changed \(state keys missing \['obs:mission'\]"):
         _raw_layout(Renamed())
+
+
+def test_env_threads_are_shared_out_among_the_open_tasks():
+    two = PooledVectorEnv(["DoorKey-5x5", "Empty-5x5"], 4, env_threads=2)
+    one = PooledVectorEnv(["DoorKey-5x5"], 4, env_threads=2)
+    two.reset(seed=0), one.reset(seed=0)
+    assert [pool.pool.config["num_threads"] for pool in two._pools.values()] == [1, 1]
+    assert [pool.pool.config["num_threads"] for pool in one._pools.values()] == [2]
+    two.close(), one.close()
