@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--learning-rate", type=float, default=2.5e-4)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of both sides")
+    parser.add_argument("--sb3-threads", type=int, default=0,
+                        help="--mode defaults: SB3's torch threads (0: torch's default, i.e. every core)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (SB3, ours) per side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ours-set", nargs="*", default=[], metavar="FIELD=VALUE", help="overrides of our config")
@@ -186,12 +188,15 @@ def main() -> None:
 
         if args.mode == "equal":
             torch.set_num_threads(args.threads)  # at its defaults each side chooses its own threads
+        elif args.worker == "sb3" and args.sb3_threads:
+            torch.set_num_threads(args.sb3_threads)
         result = _sb3_worker(args) if args.worker == "sb3" else _ours_worker(args)
         print(json.dumps(result))
         return
 
     if args.mode == "defaults":
-        print(f"{args.task}: each side at its defaults (SB3: rl-zoo's entry; ours: configs/default.yaml), "
+        sb3_threads = f"{args.sb3_threads} torch thread(s)" if args.sb3_threads else "torch's default threads"
+        print(f"{args.task}: each side at its defaults (SB3: rl-zoo's entry, {sb3_threads}; ours: configs/default.yaml), "
               f"{args.frames:,} frames a run, {args.rounds} rounds")
     else:
         print(

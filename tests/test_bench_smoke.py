@@ -85,3 +85,23 @@ def test_distributed_scaling_runs_one_and_two_processes():
     assert set(rows) == {"1", "2"}, out
     assert all(float(row[0].replace(",", "")) > 0 for row in rows.values())
     assert "2 processes / 1 process:" in out
+
+
+def test_speed_vs_revision_checks_out_the_revision_and_prints_a_ratio():
+    out = subprocess.run(
+        [sys.executable, "bench/speed_vs_revision.py", "--rev", "HEAD", "--tasks", "Empty-5x5", "--rollouts", "1",
+         "--rounds", "1", "--set", "num_envs=4", "num_steps=64"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=600,
+    ).stdout
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("earlier ", "ours "))}
+    assert set(rows) == {"earlier", "ours"}, out
+    assert rows["ours"][1] == "HEAD" and "4 x 64" in " ".join(rows["ours"]), out
+    assert "ratio ours/earlier, training frames/s:" in out
+
+
+def test_speed_vs_revision_refuses_an_unknown_revision():
+    proc = subprocess.run(
+        [sys.executable, "bench/speed_vs_revision.py", "--rev", "no-such-rev"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "--rev 'no-such-rev' is not a commit" in proc.stderr
