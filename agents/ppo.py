@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from agents.buffer import Minibatch, RewardStore, RolloutBuffer
+from agents.diagnostics import rollout_diagnostics
 from agents.losses import ADVANTAGE_NORMS, normalize_per_task, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
 from agents.model import EvalOutput, MultiTaskActorCritic
 from agents.optim import FusedAdam
@@ -233,6 +234,10 @@ class MultiTaskPPO:
         if self.reward_store is not None:
             self.reward_store.add_rollout(buffer)
         seq_len = cfg.bptt if self.model.memory is not None else 0
+        diagnostics = rollout_diagnostics(
+            buffer.task, buffer.values, buffer.returns, buffer.advantages, self.task_names,
+            batch_size=min(cfg.batch_size, buffer.task.numel()),
+        )
         advantage_norm = cfg.advantage_norm
         if advantage_norm == "task-rollout":
             # Each task's statistics over all its rows of the rollout, once; the buffer
@@ -311,6 +316,7 @@ class MultiTaskPPO:
                 log("charts/approx_kl", approx_kl)
                 log("charts/clipfrac", clipfrac)
                 log("charts/grad_norm", float(grad_norm))
+                log("charts/clipped_share", float(float(grad_norm) > cfg.max_grad_norm))
                 log("losses/total", loss.item())
                 # One device sync for all terms, not one per term.
                 for key, value in zip(terms, torch.stack([t.detach() for t in terms.values()]).tolist()):
@@ -326,6 +332,7 @@ class MultiTaskPPO:
         self.collectives.broadcast_module_state(self.weighter)  # rank 0's loss weights for every rank
         stats = {name: sums[name] / counts[name] for name in sums}
         stats["charts/early_stop"] = float(stop)
+        stats.update(diagnostics)
         return stats
 
     def state_dict(self) -> dict[str, Any]:

@@ -303,3 +303,19 @@ def test_task_rollout_normalises_each_task_over_the_whole_rollout(tmp_path):
     assert torch.equal(trainer.buffer.returns, returns)  # the value targets keep the raw scale
     with pytest.raises(ValueError, match="over the rollout by MultiTaskPPO.update"):
         normalize_advantages(raw.flatten(), task, 2, "task-rollout")
+
+
+def test_rollout_diagnostics_per_task():
+    from agents.diagnostics import rollout_diagnostics
+
+    task = torch.tensor([[0, 1], [0, 1], [0, 2], [0, 1]])  # (T, N): task 0 x4, task 1 x3, task 2 x1
+    returns = torch.tensor([[1.0, 2.0], [2.0, 4.0], [3.0, 5.0], [4.0, 6.0]])
+    values = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 0.0]])  # exact for task 0, zero for task 1
+    advantages = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [1.0, 7.0], [-1.0, 0.0]])
+    stats = rollout_diagnostics(task, values, returns, advantages, ["a", "b", "c", "d"], batch_size=4)
+    assert stats["tasks/a/explained_variance"] == pytest.approx(1.0)
+    # returns 2, 4, 6 predicted by 0: Var(error) = Var(returns), nothing explained
+    assert stats["tasks/b/explained_variance"] == pytest.approx(0.0)
+    assert "tasks/c/explained_variance" not in stats and "tasks/d/rows_per_minibatch" not in stats
+    assert stats["tasks/a/advantage_std"] == pytest.approx(torch.tensor([1.0, -1, 1, -1]).std().item())
+    assert stats["tasks/a/rows_per_minibatch"] == 2.0 and stats["tasks/c/rows_per_minibatch"] == 0.5

@@ -105,3 +105,17 @@ def test_speed_vs_revision_refuses_an_unknown_revision():
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and "--rev 'no-such-rev' is not a commit" in proc.stderr
+
+
+def test_level_transfer_prints_a_row_per_seed_and_writes_a_plot(tmp_path):
+    plot = tmp_path / "levels.png"
+    out = subprocess.run(
+        [sys.executable, "bench/level_transfer.py", "--seeds", "1", "--max-frames", "2048", "--set", "num_envs=8",
+         "num_steps=64", "--plot", str(plot)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=600,
+    ).stdout
+    assert out.startswith("level 1: Empty-5x5") and "level 2: DoorKey-5x5" in out, out
+    seed_rows = [line for line in out.splitlines() if line.split()[:1] == ["1"]]
+    assert len(seed_rows) == 1 and "not reached" in seed_rows[0], out  # 2,048 frames: nothing opens
+    assert "lowest level-1 success after level 2 opened" in out and "all tasks at 0.9: 0/1 seeds" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
