@@ -60,6 +60,10 @@ def normalize_advantages(advantages: torch.Tensor, task: torch.Tensor, num_tasks
     raise ValueError(f"advantage_norm={how!r} is unknown; known: {', '.join(ADVANTAGE_NORMS)}.")
 
 
+TASK_MEANS = ("task", "rows")
+"""How :func:`ppo_loss` averages a task's rows (PPOConfig.task_mean)."""
+
+
 def ppo_loss(
     logprob: torch.Tensor,
     old_logprob: torch.Tensor,
@@ -74,6 +78,7 @@ def ppo_loss(
     clip_coef: float = 0.2,
     clip_value: bool = True,
     advantage_norm: str = "task",
+    task_mean: str = "task",
 ) -> dict[str, torch.Tensor]:
     """The clipped PPO objective (Schulman et al. 2017), per task.
 
@@ -84,6 +89,9 @@ def ppo_loss(
         clip_coef: ratio clipping range.
         clip_value: clip the value update around the old value too.
         advantage_norm: how advantages are normalised (see :func:`normalize_advantages`).
+        task_mean: ``task``: each term is the mean over the task's rows; ``rows``:
+            the sum over the task's rows divided by the batch size, so the terms of
+            all tasks add up to one mean over the batch.
 
     Returns:
         For each task present in the batch: ``policy/<task>`` (the clipped
@@ -104,7 +112,10 @@ def ppo_loss(
     present = torch.nonzero(counts).flatten().tolist()
     stacked = torch.stack([policy, value_error, entropy], dim=1)  # (B, 3)
     sums = torch.zeros(num_tasks, 3, dtype=stacked.dtype, device=stacked.device).index_add_(0, task, stacked)
-    means = sums / counts.clamp(min=1).unsqueeze(1).to(stacked.dtype)
+    if task_mean == "rows":
+        means = sums / len(task)
+    else:
+        means = sums / counts.clamp(min=1).unsqueeze(1).to(stacked.dtype)
     for t in present:
         name = task_names[t]
         terms[f"policy/{name}"] = means[t, 0]

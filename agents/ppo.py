@@ -20,7 +20,7 @@ from torch import nn
 
 from agents.buffer import Minibatch, RewardStore, RolloutBuffer
 from agents.diagnostics import rollout_diagnostics
-from agents.losses import ADVANTAGE_NORMS, normalize_per_task, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
+from agents.losses import ADVANTAGE_NORMS, TASK_MEANS, normalize_per_task, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
 from agents.model import EvalOutput, MultiTaskActorCritic
 from agents.optim import FusedAdam
 from agents.weighting import WEIGHTERS, LossWeighter, make_weighter
@@ -56,6 +56,10 @@ class PPOConfig:
     """Global gradient norm clip."""
     advantage_norm: str = "task"
     """Advantage normalisation: task (within each task of a minibatch), task-floor (per task, std at least 0.1x the batch's), task-rollout (within each task over the whole rollout, once per update), batch, none."""
+    task_mean: str = "task"
+    """How each task's PPO terms average its rows: task (a mean per task, every task present weighs the same however few its rows) or rows (its rows' sum over the minibatch size: a task weighs by its share of rows, i.e. of the slots)."""
+    timeouts: str = "bootstrap"
+    """A time-out (MiniGrid's max_steps): bootstrap (the return continues with V(final observation)) or terminal (as torch-ac and BabyAI; the observation holds no clock)."""
     target_kl: float | None = None
     """Stop the epochs of an update early when the approximate KL exceeds this."""
     bptt: int = 32
@@ -97,8 +101,14 @@ class PPOConfig:
             )
         if self.advantage_norm not in ADVANTAGE_NORMS:
             raise ValueError(f"advantage_norm={self.advantage_norm!r} is unknown; known: {', '.join(ADVANTAGE_NORMS)}.")
+        for name, known in (("task_mean", TASK_MEANS), ("timeouts", TIMEOUTS)):
+            if getattr(self, name) not in known:
+                raise ValueError(f"{name}={getattr(self, name)!r} is unknown; known: {', '.join(known)}.")
         if self.weighting not in WEIGHTERS:
             raise ValueError(f"weighting={self.weighting!r} is unknown; known: {', '.join(WEIGHTERS)}.")
+
+
+TIMEOUTS = ("bootstrap", "terminal")
 
 
 class Collectives:
@@ -274,7 +284,7 @@ class MultiTaskPPO:
                 terms = ppo_loss(
                     out.logprob, mb.logprobs, mb.advantages, out.entropy, out.value, mb.values, mb.returns, mb.obs.task,
                     task_names=self.task_names, clip_coef=cfg.clip_coef, clip_value=cfg.clip_value,
-                    advantage_norm=advantage_norm,
+                    advantage_norm=advantage_norm, task_mean=cfg.task_mean,
                 )
                 objectives: dict[str, torch.Tensor] = {}
                 for key, term in terms.items():

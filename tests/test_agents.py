@@ -9,6 +9,7 @@ import torch
 from agents.buffer import RewardStore, RolloutBuffer
 from agents.losses import normalize_per_task, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
 from agents.model import AgentConfig, MultiTaskActorCritic, ObsBatch
+from agents.ppo import PPOConfig
 from envs import MultiTaskVectorEnv, make
 from envs.wrappers import observation_space
 
@@ -188,6 +189,21 @@ def test_ppo_loss_is_per_task_and_matches_hand_values():
     assert terms["policy/a"].item() == pytest.approx(-0.1)
     assert terms["policy/c"].item() == pytest.approx(-3.0)
     assert terms["entropy/a"].item() == pytest.approx(1.5) and terms["value/c"].item() == pytest.approx(0.5)
+
+
+def test_ppo_loss_rows_mean_weighs_tasks_by_their_rows():
+    task = torch.tensor([0, 0, 2])
+    logprob = torch.log(torch.tensor([0.5, 0.2, 0.4]))
+    old = torch.log(torch.tensor([0.25, 0.2, 0.4]))
+    args = (logprob, old, torch.tensor([1.0, -1.0, 3.0]), torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3), torch.zeros(3),
+            torch.ones(3), task)
+    kwargs = {"task_names": ["a", "b", "c"], "clip_coef": 0.2, "clip_value": False, "advantage_norm": "none"}
+    rows = ppo_loss(*args, task_mean="rows", **kwargs)
+    # sums over each task's rows divided by the 3 rows: -0.2 / 3 and -3 / 3, adding up to the batch mean
+    assert rows["policy/a"].item() == pytest.approx(-0.2 / 3) and rows["policy/c"].item() == pytest.approx(-1.0)
+    assert rows["entropy/a"].item() + rows["entropy/c"].item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="task_mean='per-row' is unknown; known: task, rows"):
+        PPOConfig(task_mean="per-row").validate(16)
 
 
 def test_advantages_are_normalised_within_each_task():

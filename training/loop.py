@@ -126,7 +126,8 @@ class Trainer:
                 self.logger.text("hparams", hparams_markdown(config.flat()))
         self.reporter = Reporter(config, self.stats, self.model)
         self.collector = Collector(
-            self.env, self.model, self.buffer, device=self.device, gamma=config.ppo.gamma, gae_lambda=config.ppo.gae_lambda
+            self.env, self.model, self.buffer, device=self.device, gamma=config.ppo.gamma, gae_lambda=config.ppo.gae_lambda,
+            bootstrap_timeouts=config.ppo.timeouts == "bootstrap",
         )
         local = self._local_state(payload) if payload is not None else None
         if local is not None and isinstance(local["env"], dict) == self.env.exact_resume:
