@@ -88,6 +88,12 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
                 for name in level1:
                     if full[name] and rates[name] < lowest[0]:
                         lowest = (rates[name], name, trainer.frames)
+            if args.every and trainer.frames // args.every != (trainer.frames - trainer.config.num_envs * trainer.config.ppo.num_steps) // args.every:
+                held1 = sum(full[n] and rates[n] >= THRESHOLD for n in level1)
+                held2 = sum(full[n] and rates[n] >= THRESHOLD for n in level2)
+                print(f"      seed {seed} at {trainer.frames:,} frames ({time.perf_counter() - start:.0f} s): level "
+                      f"{trainer.curriculum.level()}, level 1 at 0.9: {held1}/{len(level1)}, level 2: {held2}/{len(level2)}",
+                      flush=True)
             if all(full[name] and rates[name] >= THRESHOLD for name in tasks):
                 all_held = trainer.frames
                 break
@@ -138,6 +144,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--max-frames", type=int, default=4_000_000, help="budget of each run")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="config overrides (every run)")
+    parser.add_argument("--every", type=int, default=250_000, help="a progress line every this many frames (0: none)")
     parser.add_argument("--plot", default="bench/out/level_transfer.png", help="PNG of every task's success vs frames")
     args = parser.parse_args()
     if args.max_frames <= 0:
