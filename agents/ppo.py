@@ -26,6 +26,10 @@ from agents.optim import FusedAdam
 from agents.weighting import WEIGHTERS, LossWeighter, make_weighter
 
 
+TIMEOUTS = ("bootstrap", "terminal")
+"""What a time-out does to the return (PPOConfig.timeouts)."""
+
+
 @dataclass
 class PPOConfig:
     """PPO and loss-weighting hyperparameters."""
@@ -106,9 +110,6 @@ class PPOConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is unknown; known: {', '.join(known)}.")
         if self.weighting not in WEIGHTERS:
             raise ValueError(f"weighting={self.weighting!r} is unknown; known: {', '.join(WEIGHTERS)}.")
-
-
-TIMEOUTS = ("bootstrap", "terminal")
 
 
 class Collectives:
@@ -325,8 +326,9 @@ class MultiTaskPPO:
                     clipfrac = ((log_ratio.exp() - 1).abs() > cfg.clip_coef).float().mean().item()
                 log("charts/approx_kl", approx_kl)
                 log("charts/clipfrac", clipfrac)
-                log("charts/grad_norm", float(grad_norm))
-                log("charts/clipped_share", float(float(grad_norm) > cfg.max_grad_norm))
+                norm = float(grad_norm)
+                log("charts/grad_norm", norm)
+                log("charts/clipped_share", float(norm > cfg.max_grad_norm))
                 log("losses/total", loss.item())
                 # One device sync for all terms, not one per term.
                 for key, value in zip(terms, torch.stack([t.detach() for t in terms.values()]).tolist()):
