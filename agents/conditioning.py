@@ -63,9 +63,7 @@ class MissionEncoder(nn.Module):
 
     def _remembered(self, tokens: torch.Tensor) -> torch.Tensor:
         """Each distinct mission encoded once while :func:`remember_missions` is open."""
-        rows = np.ascontiguousarray(tokens.numpy())
-        keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
-        unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        unique, first, inverse = _row_keys(tokens)
         unique = unique.tolist()
         missing = [i for i, key in enumerate(unique) if key not in self._cache]
         if missing:
@@ -126,10 +124,15 @@ def _unique_rows(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if tokens.device.type != "cpu":
         return torch.unique(tokens, dim=0, return_inverse=True)
+    _, first, inverse = _row_keys(tokens)
+    return tokens[torch.from_numpy(first)], torch.from_numpy(inverse.reshape(-1))
+
+
+def _row_keys(tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CPU ``tokens`` ``(B, L)``: the distinct rows as byte strings, the first index of each, each row's index among them."""
     rows = np.ascontiguousarray(tokens.numpy())
     keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    return tokens[torch.from_numpy(first)], torch.from_numpy(inverse.reshape(-1))
+    return np.unique(keys, return_index=True, return_inverse=True)
 
 
 class FiLM(nn.Module):

@@ -73,6 +73,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     opened = None
     lowest = (1.0, None, None)  # (success, task, frames) of level 1 after level 2 opened
     all_held = None
+    next_report = args.every
     start = time.perf_counter()
     try:
         while trainer.frames < args.max_frames:
@@ -88,7 +89,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
                 for name in level1:
                     if full[name] and rates[name] < lowest[0]:
                         lowest = (rates[name], name, trainer.frames)
-            if args.every and trainer.frames // args.every != (trainer.frames - trainer.config.num_envs * trainer.config.ppo.num_steps) // args.every:
+            if args.every and trainer.frames >= next_report:
+                next_report += args.every
                 held1 = sum(full[n] and rates[n] >= THRESHOLD for n in level1)
                 held2 = sum(full[n] and rates[n] >= THRESHOLD for n in level2)
                 print(f"      seed {seed} at {trainer.frames:,} frames ({time.perf_counter() - start:.0f} s): level "

@@ -64,6 +64,8 @@ def _worker(args: argparse.Namespace) -> dict:
     config.tasks, config.curriculum, config.seed = args.tasks, "none", 1
     config.video_every, config.checkpoint_every = 0, 0
     config.runs_dir = tempfile.mkdtemp()
+    # Its own small --set parser, not bench/learning_frames.py's: importing that from this
+    # checkout would import this checkout's training package into the other side's process.
     for item in args.set:
         key, _, raw = item.partition("=")
         for target in (config, config.agent, config.ppo):
