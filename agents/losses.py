@@ -52,7 +52,9 @@ def normalize_advantages(advantages: torch.Tensor, task: torch.Tensor, num_tasks
     if how == "task-floor":
         return normalize_per_task(advantages, task, num_tasks, floor=0.1)
     if how == "batch":
-        return (advantages - advantages.mean()) / (advantages.std() + 1e-8) if advantages.numel() > 1 else advantages
+        # The per-task formulas with every row in one group: with a single task the
+        # objective is then bit-for-bit that of ``task`` (torch.mean/std sum in another order).
+        return normalize_per_task(advantages, torch.zeros_like(task), 1)
     if how == "none":
         return advantages
     if how == "task-rollout":

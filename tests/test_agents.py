@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agents.buffer import RewardStore, RolloutBuffer
-from agents.losses import normalize_per_task, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
+from agents.losses import normalize_advantages, normalize_per_task, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
 from agents.model import AgentConfig, MultiTaskActorCritic, ObsBatch
 from agents.ppo import PPOConfig
 from envs import MultiTaskVectorEnv, make
@@ -204,6 +204,25 @@ def test_ppo_loss_rows_mean_weighs_tasks_by_their_rows():
     assert rows["entropy/a"].item() + rows["entropy/c"].item() == pytest.approx(2.0)
     with pytest.raises(ValueError, match="task_mean='per-row' is unknown; known: task, rows"):
         PPOConfig(task_mean="per-row").validate(16)
+
+
+def test_rows_and_batch_are_the_per_task_objective_bit_for_bit_with_one_task():
+    g = torch.Generator().manual_seed(0)
+    n = 64
+    args = [torch.randn(n, generator=g) for _ in range(7)]
+    kwargs = {"task_names": ["a", "b", "c"], "clip_coef": 0.2, "clip_value": True}
+    one = ppo_loss(*args, torch.full((n,), 2), advantage_norm="task", task_mean="task", **kwargs)
+    other = ppo_loss(*args, torch.full((n,), 2), advantage_norm="batch", task_mean="rows", **kwargs)
+    assert {k: v.item() for k, v in other.items()} == {k: v.item() for k, v in one.items()}  # exactly
+    # With two tasks the batch-wide scale differs from the per-task one.
+    two = torch.arange(n) % 2
+    per_task = ppo_loss(*args, two, advantage_norm="task", task_mean="rows", **kwargs)
+    batch = ppo_loss(*args, two, advantage_norm="batch", task_mean="rows", **kwargs)
+    assert per_task["policy/a"].item() != pytest.approx(batch["policy/a"].item())
+    # "batch" is the z-score over all rows
+    adv = torch.tensor([1.0, 3.0, 100.0, 300.0, 7.0])
+    z = normalize_advantages(adv, torch.tensor([0, 0, 1, 1, 2]), 3, "batch")
+    assert z.tolist() == pytest.approx(((adv - adv.mean()) / adv.std()).tolist(), abs=1e-6)
 
 
 def test_advantages_are_normalised_within_each_task():
