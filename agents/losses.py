@@ -1,8 +1,14 @@
 """Loss functions. Each returns named terms, ``dict[str, Tensor]``; the caller combines.
 
-PPO terms are computed **per task**: the batch is split by task index, so a
-task with a large advantage scale cannot drown the others, and the loss
-weighting strategy sees one loss per task.
+PPO terms are reported **per task** (the loss weighting strategy sees one loss
+per task), but each is its rows' sum over the minibatch size: added up, the
+terms of all tasks are one mean over the minibatch, so a task weighs by its
+share of the rows (of the slots the curriculum gives it), and advantages are
+scaled over the whole minibatch. Per-task means and per-task z-scores (the
+objective before) gave a mastered task's handful of rows the weight of a whole
+task and blew its near-zero advantages up to unit size; after the curriculum
+opened a level, level-1 tasks eroded (README, "Keeping level 1 once level 2
+opens").
 """
 
 from __future__ import annotations
@@ -13,57 +19,30 @@ import torch
 import torch.nn.functional as F
 
 
-def _per_task_mean(values: torch.Tensor, task: torch.Tensor, num_tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means of ``values`` ``(B,)`` grouped by ``task`` ``(B,)`` -> (means ``(num_tasks,)``, counts)."""
-    counts = torch.bincount(task, minlength=num_tasks).to(values.dtype)
-    sums = torch.zeros(num_tasks, dtype=values.dtype, device=values.device).index_add_(0, task, values)
-    return sums / counts.clamp(min=1), counts
+ADVANTAGE_NORMS = ("batch", "none")
+"""Advantage normalisation per minibatch: z-scores over all its rows, or raw (torch-ac's objective)."""
+
+RETIRED_ADVANTAGE_NORMS = ("task", "task-floor", "task-rollout")
+"""Per-task z-scores (per minibatch, with a floor, or over the rollout): removed, they lost on
+``bench/level_transfer.py`` (README). A saved config naming one is refused with this reason."""
 
 
-ADVANTAGE_NORMS = ("task", "task-floor", "task-rollout", "batch", "none")
-"""Per minibatch: ``task``, ``task-floor``, ``batch``; once over the whole
-rollout, per task: ``task-rollout`` (done by :meth:`agents.ppo.MultiTaskPPO.update`
-before minibatching, so a task's statistics come from all its rows, not the
-few it has in one minibatch); ``none``."""
-
-
-def normalize_per_task(advantages: torch.Tensor, task: torch.Tensor, num_tasks: int, *, floor: float = 0.0) -> torch.Tensor:
-    """Zero-mean, unit-std advantages within each task of the batch.
-
-    Args:
-        floor: a task's std is taken as at least ``floor`` times the whole
-            batch's std, so that a task whose advantages are all near zero (no
-            reward seen) is not blown up into unit-size noise.
-    """
-    mean, counts = _per_task_mean(advantages, task, num_tasks)
-    centred = advantages - mean[task]
-    var, _ = _per_task_mean(centred.pow(2), task, num_tasks)
-    # Unbiased std, as torch.std; a task with one sample is only centred.
-    std = (var * counts / (counts - 1).clamp(min=1)).sqrt()
-    if floor > 0 and advantages.numel() > 1:
-        std = torch.maximum(std, floor * advantages.std())
-    return centred / (std[task] + 1e-8)
-
-
-def normalize_advantages(advantages: torch.Tensor, task: torch.Tensor, num_tasks: int, how: str) -> torch.Tensor:
-    """Advantages normalised per task (``task``, ``task-floor``), over the batch (``batch``), or not (``none``)."""
-    if how == "task":
-        return normalize_per_task(advantages, task, num_tasks)
-    if how == "task-floor":
-        return normalize_per_task(advantages, task, num_tasks, floor=0.1)
-    if how == "batch":
-        # The per-task formulas with every row in one group: with a single task the
-        # objective is then bit-for-bit that of ``task`` (torch.mean/std sum in another order).
-        return normalize_per_task(advantages, torch.zeros_like(task), 1)
+def normalize_advantages(advantages: torch.Tensor, how: str) -> torch.Tensor:
+    """Advantages z-scored over the batch (``batch``: zero mean, unbiased unit std) or raw (``none``)."""
     if how == "none":
         return advantages
-    if how == "task-rollout":
-        raise ValueError("advantage_norm='task-rollout' is applied over the rollout by MultiTaskPPO.update; minibatches then take 'none'.")
-    raise ValueError(f"advantage_norm={how!r} is unknown; known: {', '.join(ADVANTAGE_NORMS)}.")
-
-
-TASK_MEANS = ("task", "rows")
-"""How :func:`ppo_loss` averages a task's rows (PPOConfig.task_mean)."""
+    if how != "batch":
+        raise ValueError(f"advantage_norm={how!r} is unknown; known: {', '.join(ADVANTAGE_NORMS)}.")
+    # Sums as the per-task z-scores did (index_add_ into one group), so that one-task runs
+    # train bit for bit as before; torch.mean/std add in another order and move the learning
+    # curve of a seed by a rollout or two.
+    group = torch.zeros_like(advantages, dtype=torch.long)
+    count = float(advantages.numel())
+    mean = torch.zeros(1, dtype=advantages.dtype, device=advantages.device).index_add_(0, group, advantages) / count
+    centred = advantages - mean
+    var = torch.zeros(1, dtype=advantages.dtype, device=advantages.device).index_add_(0, group, centred.pow(2)) / count
+    std = (var * count / max(count - 1.0, 1.0)).sqrt()  # unbiased, as torch.std; one row is only centred
+    return centred / (std + 1e-8)
 
 
 def ppo_loss(
@@ -79,10 +58,9 @@ def ppo_loss(
     task_names: Sequence[str],
     clip_coef: float = 0.2,
     clip_value: bool = True,
-    advantage_norm: str = "task",
-    task_mean: str = "task",
+    advantage_norm: str = "batch",
 ) -> dict[str, torch.Tensor]:
-    """The clipped PPO objective (Schulman et al. 2017), per task.
+    """The clipped PPO objective (Schulman et al. 2017), split by task.
 
     Args:
         logprob, old_logprob, advantages, entropy, value, old_value, returns,
@@ -90,18 +68,16 @@ def ppo_loss(
         task_names: name of every task index (registry order).
         clip_coef: ratio clipping range.
         clip_value: clip the value update around the old value too.
-        advantage_norm: how advantages are normalised (see :func:`normalize_advantages`).
-        task_mean: ``task``: each term is the mean over the task's rows; ``rows``:
-            the sum over the task's rows divided by the batch size, so the terms of
-            all tasks add up to one mean over the batch.
+        advantage_norm: ``batch`` or ``none`` (see :func:`normalize_advantages`).
 
     Returns:
         For each task present in the batch: ``policy/<task>`` (the clipped
         surrogate, to minimise), ``value/<task>`` (squared error) and
-        ``entropy/<task>`` (to maximise).
+        ``entropy/<task>`` (to maximise), each the sum over the task's rows
+        divided by ``B``: the terms of all tasks add up to the minibatch means.
     """
     num_tasks = len(task_names)
-    advantages = normalize_advantages(advantages, task, num_tasks, advantage_norm)
+    advantages = normalize_advantages(advantages, advantage_norm)
     ratio = (logprob - old_logprob).exp()
     policy = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef))
     value_error = (value - returns).pow(2)
@@ -110,14 +86,10 @@ def ppo_loss(
         value_error = torch.max(value_error, (clipped - returns).pow(2))
     value_error = 0.5 * value_error
     terms: dict[str, torch.Tensor] = {}
-    counts = torch.bincount(task, minlength=num_tasks)
-    present = torch.nonzero(counts).flatten().tolist()
+    present = torch.nonzero(torch.bincount(task, minlength=num_tasks)).flatten().tolist()
     stacked = torch.stack([policy, value_error, entropy], dim=1)  # (B, 3)
     sums = torch.zeros(num_tasks, 3, dtype=stacked.dtype, device=stacked.device).index_add_(0, task, stacked)
-    if task_mean == "rows":
-        means = sums / len(task)
-    else:
-        means = sums / counts.clamp(min=1).unsqueeze(1).to(stacked.dtype)
+    means = sums / len(task)
     for t in present:
         name = task_names[t]
         terms[f"policy/{name}"] = means[t, 0]

@@ -20,14 +20,19 @@ from torch import nn
 
 from agents.buffer import Minibatch, RewardStore, RolloutBuffer
 from agents.diagnostics import rollout_diagnostics
-from agents.losses import ADVANTAGE_NORMS, TASK_MEANS, normalize_per_task, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
+from agents.losses import ADVANTAGE_NORMS, RETIRED_ADVANTAGE_NORMS, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
 from agents.model import EvalOutput, MultiTaskActorCritic
 from agents.optim import FusedAdam
 from agents.weighting import WEIGHTERS, LossWeighter, make_weighter
 
 
-TIMEOUTS = ("bootstrap", "terminal")
-"""What a time-out does to the return (PPOConfig.timeouts)."""
+RETIRED_FIELDS = {
+    "task_mean": "the PPO terms are now one mean over the minibatch's rows (a per-task mean lost on "
+                 "bench/level_transfer.py)",
+    "timeouts": "time-outs are bootstrapped (terminal time-outs lost to that on bench/level_transfer.py "
+                "and on DoorKey-5x5 alone)",
+}
+"""PPOConfig fields that were removed, and why: a saved config naming one is refused with the reason."""
 
 
 @dataclass
@@ -58,12 +63,8 @@ class PPOConfig:
     """Value loss coefficient."""
     max_grad_norm: float = 0.5
     """Global gradient norm clip."""
-    advantage_norm: str = "task"
-    """Advantage normalisation: task (within each task of a minibatch), task-floor (per task, std at least 0.1x the batch's), task-rollout (within each task over the whole rollout, once per update), batch, none."""
-    task_mean: str = "task"
-    """How each task's PPO terms average its rows: task (a mean per task, every task present weighs the same however few its rows) or rows (its rows' sum over the minibatch size: a task weighs by its share of rows, i.e. of the slots)."""
-    timeouts: str = "bootstrap"
-    """A time-out (MiniGrid's max_steps): bootstrap (the return continues with V(final observation)) or terminal (as torch-ac and BabyAI; the observation holds no clock)."""
+    advantage_norm: str = "batch"
+    """Advantage normalisation per minibatch: batch (z-scores over all its rows) or none (raw, as torch-ac). The PPO terms are one mean over the minibatch's rows, so a task weighs by its share of the slots."""
     target_kl: float | None = None
     """Stop the epochs of an update early when the approximate KL exceeds this."""
     bptt: int = 32
@@ -103,11 +104,13 @@ class PPOConfig:
                 f"batch_size must divide num_steps * num_envs. Currently batch_size={self.batch_size}, "
                 f"num_steps={self.num_steps}, num_envs={num_envs} ({rollout} frames per rollout)."
             )
+        if self.advantage_norm in RETIRED_ADVANTAGE_NORMS:
+            raise ValueError(
+                f"advantage_norm={self.advantage_norm!r} was removed: per-task z-scores lost to batch on "
+                f"bench/level_transfer.py (README); known: {', '.join(ADVANTAGE_NORMS)}."
+            )
         if self.advantage_norm not in ADVANTAGE_NORMS:
             raise ValueError(f"advantage_norm={self.advantage_norm!r} is unknown; known: {', '.join(ADVANTAGE_NORMS)}.")
-        for name, known in (("task_mean", TASK_MEANS), ("timeouts", TIMEOUTS)):
-            if getattr(self, name) not in known:
-                raise ValueError(f"{name}={getattr(self, name)!r} is unknown; known: {', '.join(known)}.")
         if self.weighting not in WEIGHTERS:
             raise ValueError(f"weighting={self.weighting!r} is unknown; known: {', '.join(WEIGHTERS)}.")
 
@@ -249,13 +252,6 @@ class MultiTaskPPO:
             buffer.task, buffer.values, buffer.returns, buffer.advantages, self.task_names,
             batch_size=min(cfg.batch_size, buffer.task.numel()),
         )
-        advantage_norm = cfg.advantage_norm
-        if advantage_norm == "task-rollout":
-            # Each task's statistics over all its rows of the rollout, once; the buffer
-            # is refilled (and its advantages recomputed) before the next update.
-            flat = normalize_per_task(buffer.advantages.flatten(), buffer.task.flatten(), len(self.task_names))
-            buffer.advantages = flat.view_as(buffer.advantages)
-            advantage_norm = "none"
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
 
@@ -285,7 +281,7 @@ class MultiTaskPPO:
                 terms = ppo_loss(
                     out.logprob, mb.logprobs, mb.advantages, out.entropy, out.value, mb.values, mb.returns, mb.obs.task,
                     task_names=self.task_names, clip_coef=cfg.clip_coef, clip_value=cfg.clip_value,
-                    advantage_norm=advantage_norm, task_mean=cfg.task_mean,
+                    advantage_norm=cfg.advantage_norm,
                 )
                 objectives: dict[str, torch.Tensor] = {}
                 for key, term in terms.items():

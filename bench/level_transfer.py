@@ -18,7 +18,7 @@ level-1 tasks solid, level-2 dashed, level 2's opening marked).
 
 Run:
     python bench/level_transfer.py                                 # seeds 1-3, 4M frames each
-    python bench/level_transfer.py --seeds 1 --max-frames 1000000 --set advantage_norm=batch
+    python bench/level_transfer.py --seeds 1 --max-frames 1000000 --set advantage_norm=none
 
 Targets (issue: keep what is learnt): after level 2 opens no level-1 task's
 rolling success falls below 0.8 in any seed; all 16 tasks hold 0.9 within 4M

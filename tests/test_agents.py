@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agents.buffer import RewardStore, RolloutBuffer
-from agents.losses import normalize_advantages, normalize_per_task, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
+from agents.losses import normalize_advantages, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
 from agents.model import AgentConfig, MultiTaskActorCritic, ObsBatch
 from agents.ppo import PPOConfig
 from envs import MultiTaskVectorEnv, make
@@ -185,53 +185,46 @@ def test_ppo_loss_is_per_task_and_matches_hand_values():
     terms = ppo_loss(logprob, old, adv, torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3), torch.zeros(3), torch.ones(3), task,
                      task_names=task_names, clip_coef=0.2, clip_value=False, advantage_norm="none")
     assert set(terms) == {"policy/a", "value/a", "entropy/a", "policy/c", "value/c", "entropy/c"}
-    # task a: sample 0 clipped at 1.2 -> -1.2; sample 1 ratio 1 -> +1.0; mean -0.1
-    assert terms["policy/a"].item() == pytest.approx(-0.1)
-    assert terms["policy/c"].item() == pytest.approx(-3.0)
-    assert terms["entropy/a"].item() == pytest.approx(1.5) and terms["value/c"].item() == pytest.approx(0.5)
+    # task a: sample 0 clipped at 1.2 -> -1.2; sample 1 ratio 1 -> +1.0; their sum over the 3 rows
+    assert terms["policy/a"].item() == pytest.approx(-0.2 / 3)
+    assert terms["policy/c"].item() == pytest.approx(-1.0)
+    assert terms["entropy/a"].item() == pytest.approx(1.0) and terms["value/c"].item() == pytest.approx(0.5 / 3)
 
 
-def test_ppo_loss_rows_mean_weighs_tasks_by_their_rows():
-    task = torch.tensor([0, 0, 2])
-    logprob = torch.log(torch.tensor([0.5, 0.2, 0.4]))
-    old = torch.log(torch.tensor([0.25, 0.2, 0.4]))
-    args = (logprob, old, torch.tensor([1.0, -1.0, 3.0]), torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3), torch.zeros(3),
-            torch.ones(3), task)
-    kwargs = {"task_names": ["a", "b", "c"], "clip_coef": 0.2, "clip_value": False, "advantage_norm": "none"}
-    rows = ppo_loss(*args, task_mean="rows", **kwargs)
-    # sums over each task's rows divided by the 3 rows: -0.2 / 3 and -3 / 3, adding up to the batch mean
-    assert rows["policy/a"].item() == pytest.approx(-0.2 / 3) and rows["policy/c"].item() == pytest.approx(-1.0)
-    assert rows["entropy/a"].item() + rows["entropy/c"].item() == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="task_mean='per-row' is unknown; known: task, rows"):
-        PPOConfig(task_mean="per-row").validate(16)
-
-
-def test_rows_and_batch_are_the_per_task_objective_bit_for_bit_with_one_task():
+def test_ppo_loss_terms_add_up_to_the_minibatch_means():
     g = torch.Generator().manual_seed(0)
     n = 64
-    args = [torch.randn(n, generator=g) for _ in range(7)]
-    kwargs = {"task_names": ["a", "b", "c"], "clip_coef": 0.2, "clip_value": True}
-    one = ppo_loss(*args, torch.full((n,), 2), advantage_norm="task", task_mean="task", **kwargs)
-    other = ppo_loss(*args, torch.full((n,), 2), advantage_norm="batch", task_mean="rows", **kwargs)
-    assert {k: v.item() for k, v in other.items()} == {k: v.item() for k, v in one.items()}  # exactly
-    # With two tasks the batch-wide scale differs from the per-task one.
-    two = torch.arange(n) % 2
-    per_task = ppo_loss(*args, two, advantage_norm="task", task_mean="rows", **kwargs)
-    batch = ppo_loss(*args, two, advantage_norm="batch", task_mean="rows", **kwargs)
-    assert per_task["policy/a"].item() != pytest.approx(batch["policy/a"].item())
-    # "batch" is the z-score over all rows
-    adv = torch.tensor([1.0, 3.0, 100.0, 300.0, 7.0])
-    z = normalize_advantages(adv, torch.tensor([0, 0, 1, 1, 2]), 3, "batch")
-    assert z.tolist() == pytest.approx(((adv - adv.mean()) / adv.std()).tolist(), abs=1e-6)
+    logprob, old, adv, entropy, value, old_value, returns = (torch.randn(n, generator=g) for _ in range(7))
+    task = torch.arange(n) % 3
+    terms = ppo_loss(logprob, old, adv, entropy, value, old_value, returns, task, task_names=["a", "b", "c"],
+                     clip_coef=0.2, clip_value=False)
+    z = (adv - adv.mean()) / adv.std()
+    ratio = (logprob - old).exp()
+    policy = torch.max(-z * ratio, -z * ratio.clamp(0.8, 1.2)).mean()
+    assert sum(terms[f"policy/{t}"] for t in "abc").item() == pytest.approx(policy.item(), abs=1e-5)
+    assert sum(terms[f"entropy/{t}"] for t in "abc").item() == pytest.approx(entropy.mean().item(), abs=1e-6)
+    assert sum(terms[f"value/{t}"] for t in "abc").item() == pytest.approx((0.5 * (value - returns) ** 2).mean().item(), abs=1e-6)
+    # a task with a third of the rows weighs a third: its entropy term is its rows' sum over n
+    assert terms["entropy/b"].item() == pytest.approx(entropy[task == 1].sum().item() / n, abs=1e-6)
 
 
-def test_advantages_are_normalised_within_each_task():
+def test_advantages_are_z_scored_over_the_batch_or_left_raw():
     adv = torch.tensor([1.0, 3.0, 100.0, 300.0, 7.0])
-    task = torch.tensor([0, 0, 1, 1, 2])
-    out = normalize_per_task(adv, task, 3)
-    assert out[:2].tolist() == pytest.approx([-0.7071, 0.7071], abs=1e-3)
-    assert out[2:4].tolist() == pytest.approx([-0.7071, 0.7071], abs=1e-3)
-    assert out[4].item() == 0.0
+    assert normalize_advantages(adv, "batch").tolist() == pytest.approx(((adv - adv.mean()) / adv.std()).tolist(), abs=1e-6)
+    assert normalize_advantages(adv[:1], "batch").tolist() == [0.0]  # one row is only centred
+    assert torch.equal(normalize_advantages(adv, "none"), adv)
+
+
+def test_removed_objectives_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="advantage_norm='task' was removed: per-task z-scores lost"):
+        PPOConfig(advantage_norm="task").validate(16)
+    with pytest.raises(ValueError, match="advantage_norm='per-row' is unknown; known: batch, none"):
+        PPOConfig(advantage_norm="per-row").validate(16)
+    from training.config import RunConfig
+
+    for field in ("task_mean: task", "timeouts: terminal"):
+        with pytest.raises(ValueError, match=f"ppo.{field.split(':')[0]} was removed: .* start a new run"):
+            RunConfig.from_yaml(f"ppo:\n  {field}\n")
 
 
 def test_patch_matmul_convolutions_compute_what_conv2d_computes():
@@ -312,32 +305,6 @@ def test_reward_windows_in_the_minibatch_pass_match_a_separate_pass():
     assert torch.allclose(merged.reward, model.reward_logits(windows), atol=1e-5)
     assert torch.allclose(merged.logprob, alone.logprob, atol=1e-5) and torch.allclose(merged.value, alone.value, atol=1e-5)
     assert model.evaluate(batch, actions, recognition_rows=2).recognition["target"].shape == (2, 50)
-
-
-def test_task_rollout_normalises_each_task_over_the_whole_rollout(tmp_path):
-    from agents.losses import normalize_advantages
-    from training.config import RunConfig
-    from training.loop import Trainer
-
-    config = RunConfig(tasks="Empty-5x5,GoToDoor-5x5", frames=10**6, num_envs=4, seed=0, runs_dir=str(tmp_path),
-                       threads=1, video_every=0, checkpoint_every=0, curriculum="none")
-    config.ppo.num_steps, config.ppo.batch_size, config.ppo.advantage_norm = 32, 32, "task-rollout"
-    trainer = Trainer(config, progress=False)
-    trainer.collect()
-    raw, returns = trainer.buffer.advantages.clone(), trainer.buffer.returns.clone()
-    trainer.update()
-    trainer.env.close()
-    task = trainer.buffer.task.flatten()
-    adv = trainer.buffer.advantages.flatten()
-    assert len(task.unique()) == 2
-    for t in task.unique():
-        rows = adv[task == t]
-        assert rows.mean().item() == pytest.approx(0.0, abs=1e-5)
-        assert rows.std().item() == pytest.approx(1.0, abs=1e-4)
-    assert not torch.allclose(adv, raw.flatten())
-    assert torch.equal(trainer.buffer.returns, returns)  # the value targets keep the raw scale
-    with pytest.raises(ValueError, match="over the rollout by MultiTaskPPO.update"):
-        normalize_advantages(raw.flatten(), task, 2, "task-rollout")
 
 
 def test_rollout_diagnostics_per_task():

@@ -81,23 +81,21 @@ def test_recurrent_minibatches_are_whole_chunks_with_their_start_state():
     assert sorted(seen) == sorted((t0, n) for t0 in (0, 4) for n in range(3))  # every chunk once
 
 
-@pytest.mark.parametrize("timeouts", ["bootstrap", "terminal"])
-def test_timeouts_bootstrap_or_end_the_return(tmp_path, timeouts):
+def test_timeouts_bootstrap_from_the_value_of_the_final_observation(tmp_path):
     from training.config import RunConfig
     from training.loop import Trainer
 
     config = RunConfig(tasks="Empty-8x8", frames=512, num_envs=4, seed=0, runs_dir=str(tmp_path), threads=1,
                        video_every=0, checkpoint_every=0, backend="minigrid")
-    config.ppo.num_steps, config.ppo.batch_size, config.ppo.timeouts = 300, 300, timeouts
+    config.ppo.num_steps, config.ppo.batch_size = 300, 300
     trainer = Trainer(config, progress=False)
     trainer.collect()
     buf = trainer.buffer
     assert buf.truncated.any()  # a random policy times out on Empty-8x8 (256 steps)
     cut = buf.truncated.bool()
-    if timeouts == "terminal":
-        assert (buf.bootstrap == 0).all()
-        t, n = map(int, cut.nonzero()[0])
-        assert buf.advantages[t, n].item() == pytest.approx(buf.rewards[t, n].item() - buf.values[t, n].item(), abs=1e-5)
-    else:
-        assert (buf.bootstrap[cut] != 0).all()
+    assert (buf.bootstrap[cut] != 0).all() and (buf.bootstrap[~cut] == 0).all()
+    t, n = map(int, cut.nonzero()[0])
+    # the return goes on with gamma * V(final obs) where the episode was cut
+    expected = buf.rewards[t, n] + config.ppo.gamma * buf.bootstrap[t, n] - buf.values[t, n]
+    assert buf.advantages[t, n].item() == pytest.approx(expected.item(), abs=1e-5)
     trainer.env.close()

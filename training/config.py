@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from agents.model import AgentConfig
-from agents.ppo import PPOConfig
+from agents.ppo import RETIRED_FIELDS, PPOConfig
 from envs.curriculum import CURRICULA, Curriculum, FamilySchedule, make_curriculum
 from envs.tasks import get_task, list_tasks
 from envs.vector import backend_problem, resolve_backend
@@ -247,6 +247,9 @@ class RunConfig:
                 raise ValueError(f"{where.rstrip('.') or 'the file'} must be a mapping of fields; got {part!r}.")
             known = [f.name for f in dataclasses.fields(kind) if f.name not in ("agent", "ppo")]
             for key in part:
+                if kind is PPOConfig and key in RETIRED_FIELDS:
+                    raise ValueError(f"ppo.{key} was removed: {RETIRED_FIELDS[key]}. A run saved with it cannot be "
+                                     "resumed by this version; start a new run (--init-from <run> keeps its weights).")
                 if key not in known:
                     close = difflib.get_close_matches(str(key), known, n=3, cutoff=0.6)
                     hint = f"did you mean {', '.join(close)}?" if close else f"known fields: {', '.join(known)}."

@@ -127,7 +127,6 @@ class Trainer:
         self.reporter = Reporter(config, self.stats, self.model)
         self.collector = Collector(
             self.env, self.model, self.buffer, device=self.device, gamma=config.ppo.gamma, gae_lambda=config.ppo.gae_lambda,
-            bootstrap_timeouts=config.ppo.timeouts == "bootstrap",
         )
         local = self._local_state(payload) if payload is not None else None
         if local is not None and isinstance(local["env"], dict) == self.env.exact_resume:

@@ -44,11 +44,10 @@ class Collector:
 
     def __init__(
         self, env: Any, model: MultiTaskActorCritic, buffer: RolloutBuffer, *, device: torch.device,
-        gamma: float, gae_lambda: float, bootstrap_timeouts: bool = True,
+        gamma: float, gae_lambda: float,
     ) -> None:
         self.env, self.model, self.buffer, self.device = env, model, buffer, device
         self.gamma, self.gae_lambda = gamma, gae_lambda
-        self.bootstrap_timeouts = bootstrap_timeouts  # False: a time-out ends the return as a terminal state does
         n = env.num_envs
         self.ep_return = np.zeros(n)
         self.ep_length = np.zeros(n, dtype=np.int64)
@@ -94,7 +93,7 @@ class Collector:
             next_obs, rewards, terminated, truncated, info = self.env.step(actions)
             done = terminated | truncated
             bootstrap = torch.zeros(len(actions), device=self.device)
-            if truncated.any() and self.bootstrap_timeouts:
+            if truncated.any():
                 # A time-out is not a terminal state: its return continues with V(final obs).
                 idx = np.flatnonzero(truncated)
                 final = ObsBatch.from_numpy({k: v[idx] for k, v in info["final_obs_batch"].items()}, self.device)
