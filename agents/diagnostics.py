@@ -11,7 +11,8 @@ stay on: one pass over the rollout's ``(T, N)`` tensors, no forward pass.
   normalisation: how loud its policy gradient would be without it.
 * ``rows_per_minibatch``: the task's rows in an average minibatch (its rows
   in the rollout times ``batch_size`` over the rollout's size): a task with a
-  handful of rows gets a noisy per-task mean and z-score.
+  handful of rows weighs little in the minibatch's mean (by design: its share
+  of the slots).
 
 The policy entropy per task is ``losses/entropy/<task>`` (the loss term), and
 the share of minibatch steps whose gradient norm was clipped is
