@@ -215,6 +215,23 @@ def test_advantages_are_z_scored_over_the_batch_or_left_raw():
     assert torch.equal(normalize_advantages(adv, "none"), adv)
 
 
+def test_one_task_trains_bit_for_bit_as_under_the_per_task_objective():
+    """The per-task z-score the objective had before, as it was written; with one task ``batch`` must equal it exactly."""
+
+    def per_task(adv, task, num_tasks):
+        counts = torch.bincount(task, minlength=num_tasks).to(adv.dtype)
+        mean = torch.zeros(num_tasks).index_add_(0, task, adv) / counts.clamp(min=1)
+        centred = adv - mean[task]
+        var = torch.zeros(num_tasks).index_add_(0, task, centred.pow(2)) / counts.clamp(min=1)
+        std = (var * counts / (counts - 1).clamp(min=1)).sqrt()
+        return centred / (std[task] + 1e-8)
+
+    for n in (1, 2, 7, 256, 304):
+        for seed in range(5):
+            adv = torch.randn(n, generator=torch.Generator().manual_seed(seed)) * (seed + 0.5)
+            assert torch.equal(normalize_advantages(adv, "batch"), per_task(adv, torch.full((n,), 3), 24))
+
+
 def test_removed_objectives_are_refused_with_the_reason():
     with pytest.raises(ValueError, match="advantage_norm='task' was removed: per-task z-scores lost"):
         PPOConfig(advantage_norm="task").validate(16)
