@@ -37,10 +37,13 @@ def normalize_advantages(advantages: torch.Tensor, how: str) -> torch.Tensor:
     # train bit for bit as before; torch.mean/std add in another order and move the learning
     # curve of a seed by a rollout or two.
     group = torch.zeros_like(advantages, dtype=torch.long)
+
+    def total(x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(1, dtype=x.dtype, device=x.device).index_add_(0, group, x)
+
     count = float(advantages.numel())
-    mean = torch.zeros(1, dtype=advantages.dtype, device=advantages.device).index_add_(0, group, advantages) / count
-    centred = advantages - mean
-    var = torch.zeros(1, dtype=advantages.dtype, device=advantages.device).index_add_(0, group, centred.pow(2)) / count
+    centred = advantages - total(advantages) / count
+    var = total(centred.pow(2)) / count
     std = (var * count / max(count - 1.0, 1.0)).sqrt()  # unbiased, as torch.std; one row is only centred
     return centred / (std + 1e-8)
 
