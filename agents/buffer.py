@@ -71,6 +71,8 @@ class Minibatch(NamedTuple):
     episode_start: torch.Tensor
     state: tuple[torch.Tensor, torch.Tensor] | None
     steps: int
+    teacher: tuple[torch.Tensor, torch.Tensor] | None = None
+    """``(logp (B, 7), has_teacher (B,))`` of :class:`agents.distill.PolicyKeeper`, or None."""
 
 
 class RolloutBuffer:
@@ -113,6 +115,7 @@ class RolloutBuffer:
         self.state_c = zeros(memory_size) if memory_size else None
         self.advantages = zeros()
         self.returns = zeros()
+        self.teacher: tuple[torch.Tensor, torch.Tensor] | None = None  # (T, N, 7), (T, N): set by the update
         self.step = 0
 
     def obs_at(self, t: int | slice) -> ObsBatch:
@@ -203,6 +206,7 @@ class RolloutBuffer:
             episode_start=self.episode_start[t, n],
             state=state,
             steps=steps,
+            teacher=None if self.teacher is None else (self.teacher[0][t, n], self.teacher[1][t, n]),
         )
 
 

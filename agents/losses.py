@@ -101,6 +101,32 @@ def ppo_loss(
     return terms
 
 
+def distill_loss(
+    logp: torch.Tensor,
+    teacher_logp: torch.Tensor,
+    has_teacher: torch.Tensor,
+    task: torch.Tensor,
+    *,
+    task_names: Sequence[str],
+) -> dict[str, torch.Tensor]:
+    """KL(teacher || policy) on the rows whose task has a teacher (:mod:`agents.distill`), split by task.
+
+    Args:
+        logp, teacher_logp: ``(B, A)`` action log-probabilities of the policy and of the teacher.
+        has_teacher: bool ``(B,)``; rows without a teacher contribute nothing.
+        task: ``(B,)`` task indices.
+        task_names: name of every task index.
+
+    Returns:
+        ``distill/<task>`` for each task with a teacher in the batch: the sum
+        of its rows' KL divided by ``B``, like :func:`ppo_loss`'s terms.
+    """
+    kl = (teacher_logp.exp() * (teacher_logp - logp)).sum(-1) * has_teacher
+    sums = torch.zeros(len(task_names), dtype=kl.dtype, device=kl.device).index_add_(0, task, kl) / len(task)
+    present = torch.unique(task[has_teacher]).tolist()
+    return {f"distill/{task_names[t]}": sums[t] for t in present}
+
+
 def recognition_loss(
     predictions: dict[str, torch.Tensor], view_labels: torch.Tensor, target_cell: torch.Tensor
 ) -> dict[str, torch.Tensor]:

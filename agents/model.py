@@ -120,6 +120,7 @@ class EvalOutput(NamedTuple):
         logprob, entropy, value: ``(B,)``.
         recognition: dict of recognition logits (see RecognitionHead) or None.
         reward: reward-prediction logits ``(W, 3)`` of the ``reward_obs`` windows, or None.
+        log_probs: the policy's log-probabilities of every action ``(B, 7)``.
     """
 
     logprob: torch.Tensor
@@ -127,6 +128,7 @@ class EvalOutput(NamedTuple):
     value: torch.Tensor
     recognition: dict[str, torch.Tensor] | None
     reward: torch.Tensor | None = None
+    log_probs: torch.Tensor | None = None
 
 
 def _space_info(space: gym.spaces.Dict) -> dict[str, Any]:
@@ -330,7 +332,9 @@ class MultiTaskActorCritic(nn.Module):
         recognition = None
         if self.recognition is not None:
             recognition = self.recognition(towers["recognition"][:recognition_rows])
-        return EvalOutput(dist.log_prob(actions), dist.entropy(), self.critic(towers["value"]), recognition, reward)
+        return EvalOutput(
+            dist.log_prob(actions), dist.entropy(), self.critic(towers["value"]), recognition, reward, dist.logits
+        )
 
     def _reward_from(self, h: torch.Tensor) -> torch.Tensor:
         assert self.reward is not None, "reward predictions need the reward head (aux includes reward)"

@@ -20,8 +20,11 @@ from torch import nn
 
 from agents.buffer import Minibatch, RewardStore, RolloutBuffer
 from agents.diagnostics import rollout_diagnostics
-from agents.losses import ADVANTAGE_NORMS, RETIRED_ADVANTAGE_NORMS, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
-from agents.model import EvalOutput, MultiTaskActorCritic
+from agents.distill import PolicyKeeper
+from agents.losses import (
+    ADVANTAGE_NORMS, RETIRED_ADVANTAGE_NORMS, distill_loss, ppo_loss, recognition_accuracy, recognition_loss, reward_loss,
+)
+from agents.model import EvalOutput, MultiTaskActorCritic, ObsBatch
 from agents.optim import FusedAdam
 from agents.weighting import WEIGHTERS, LossWeighter, make_weighter
 
@@ -43,6 +46,8 @@ class PPOConfig:
     """Adam learning rate (1e-3 as rl-starter-files: GoToObject-6x6-N2 reached 0.9 success in 76k frames, not in 400k with 2.5e-4)."""
     anneal_lr: bool = False
     """Decay the learning rate linearly to 0 over the run."""
+    level_lr_decay: float = 1.0
+    """Multiply the learning rate by this each time the curriculum opens a level (1: constant); smaller steps once many tasks share the trunk."""
     num_steps: int = 128
     """Steps per slot per rollout (the rollout is num_steps x num_envs frames)."""
     gamma: float = 0.99
@@ -61,6 +66,8 @@ class PPOConfig:
     """Entropy bonus coefficient."""
     vf_coef: float = 0.5
     """Value loss coefficient."""
+    distill_coef: float = 0.0
+    """Coefficient of KL(teacher || policy) on the rows of each mastered task, its teacher being the policy at its best rolling return so far (agents.distill; 0: off)."""
     max_grad_norm: float = 0.5
     """Global gradient norm clip."""
     advantage_norm: str = "batch"
@@ -92,10 +99,12 @@ class PPOConfig:
         for name in ("learning_rate", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be > 0.")
+        if not 0 < self.level_lr_decay <= 1:
+            raise ValueError(f"level_lr_decay={self.level_lr_decay!r} must be in (0, 1] (1: the same rate at every level).")
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be in [0, 1].")
-        for name in ("clip_coef", "ent_coef", "vf_coef", "recognition_coef", "reward_coef", "reward_focal_gamma"):
+        for name in ("clip_coef", "ent_coef", "vf_coef", "distill_coef", "recognition_coef", "reward_coef", "reward_focal_gamma"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0.")
         rollout = self.num_steps * num_envs
@@ -197,6 +206,8 @@ class MultiTaskPPO:
             default) or a wrapper of it such as ``DistributedDataParallel``.
         collectives: how ranks agree beyond the model's gradients (see
             :class:`Collectives`); the default is a single process.
+        mastered_threshold: rolling success from which a task gets a teacher
+            (with ``distill_coef > 0``, see :mod:`agents.distill`).
     """
 
     def __init__(
@@ -208,6 +219,7 @@ class MultiTaskPPO:
         seed: int = 0,
         train_model: nn.Module | None = None,
         collectives: "Collectives | None" = None,
+        mastered_threshold: float = 0.9,
     ) -> None:
         self.model = model
         self.train_model = train_model if train_model is not None else model
@@ -227,6 +239,9 @@ class MultiTaskPPO:
         # import of the compiler (70 MB resident, see agents.optim).
         self.optimizer = FusedAdam(groups, lr=config.learning_rate, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
+        self.keeper = (
+            PolicyKeeper(model, task_names=self.task_names, threshold=mastered_threshold) if config.distill_coef > 0 else None
+        )
         self.reward_store = (
             RewardStore(model.space_info["image_shape"], model.space_info["mission_length"], seed=seed)
             if "reward" in self.aux
@@ -248,6 +263,12 @@ class MultiTaskPPO:
         if self.reward_store is not None:
             self.reward_store.add_rollout(buffer)
         seq_len = cfg.bptt if self.model.memory is not None else 0
+        buffer.teacher = None
+        if self.keeper is not None:  # the teachers' view of this rollout, once for all epochs
+            shape = buffer.task.shape
+            found = self.keeper.teacher_logprobs(ObsBatch(*(x.flatten(0, 1) for x in buffer.obs_at(slice(None)))))
+            if found is not None:
+                buffer.teacher = (found[0].view(*shape, -1), found[1].view(shape))
         diagnostics = rollout_diagnostics(
             buffer.task, buffer.values, buffer.returns, buffer.advantages, self.task_names,
             batch_size=min(cfg.batch_size, buffer.task.numel()),
@@ -283,10 +304,12 @@ class MultiTaskPPO:
                     task_names=self.task_names, clip_coef=cfg.clip_coef, clip_value=cfg.clip_value,
                     advantage_norm=cfg.advantage_norm,
                 )
+                if mb.teacher is not None:
+                    terms.update(distill_loss(out.log_probs, *mb.teacher, mb.obs.task, task_names=self.task_names))
                 objectives: dict[str, torch.Tensor] = {}
                 for key, term in terms.items():
                     kind, task = key.split("/", 1)
-                    coef = {"policy": 1.0, "value": cfg.vf_coef, "entropy": -cfg.ent_coef}[kind]
+                    coef = {"policy": 1.0, "value": cfg.vf_coef, "entropy": -cfg.ent_coef, "distill": cfg.distill_coef}[kind]
                     objectives[f"ppo/{task}"] = objectives.get(f"ppo/{task}", 0.0) + coef * term
                 for head in self.aux:
                     spec = AUX_LOSSES[head]
@@ -351,6 +374,8 @@ class MultiTaskPPO:
         }
         if self.reward_store is not None:
             state["reward_store"] = self.reward_store.state_dict()
+        if self.keeper is not None:
+            state["keeper"] = self.keeper.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -359,4 +384,6 @@ class MultiTaskPPO:
         self.generator.set_state(state["generator"])
         if self.reward_store is not None and "reward_store" in state:
             self.reward_store.load_state_dict(state["reward_store"])
+        if self.keeper is not None and "keeper" in state:
+            self.keeper.load_state_dict(state["keeper"])
 

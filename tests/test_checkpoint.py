@@ -94,8 +94,10 @@ class _Interrupt:
         ({"schedule": "mixed", "vectorization": "sync"}, {}, "rollout"),
         ({"schedule": "mixed", "vectorization": "sync"}, {}, "update"),
         ({"schedule": "alternate", "vectorization": "async"}, {"memory": "lstm"}, "rollout"),
+        # every task mastered once its window is full: teachers are taken and resumed
+        ({"schedule": "mixed", "vectorization": "sync", "mastered_threshold": 0.0}, {"distill_coef": 1.0}, "update"),
     ],
-    ids=["mixed-sync-in-rollout", "mixed-sync-in-update", "alternate-async-lstm-in-rollout"],
+    ids=["mixed-sync-in-rollout", "mixed-sync-in-update", "alternate-async-lstm-in-rollout", "distill-in-update"],
 )
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, overrides, agent, where):
     """Ctrl-C in the middle of a rollout or of an update, then --resume: bit-identical to a run never stopped.
@@ -109,7 +111,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, overrides, agent
     def config(name):
         cfg = _config(tmp_path, tasks=tasks, run_name=name, frames=1536, checkpoint_every=2, **overrides)
         for key, value in agent.items():
-            setattr(cfg.agent, key, value)
+            setattr(cfg.agent if hasattr(cfg.agent, key) else cfg.ppo, key, value)
         return cfg
 
     whole = Trainer(config("whole"), progress=False)
@@ -136,5 +138,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, overrides, agent
     assert not differing, f"parameters differ after resume: {differing[:5]}"
     assert resumed.stats.episodes == whole.stats.episodes
     assert resumed.curriculum.state_dict() == whole.curriculum.state_dict()
+    if whole.ppo.keeper is not None:
+        assert whole.ppo.keeper.teacher_of and resumed.ppo.keeper.teacher_of == whole.ppo.keeper.teacher_of
     for a, b in zip(resumed.ppo.optimizer.state_dict()["state"].values(), whole.ppo.optimizer.state_dict()["state"].values()):
         assert torch.equal(a["exp_avg"], b["exp_avg"])

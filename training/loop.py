@@ -74,6 +74,9 @@ class Trainer:
             vectorization=config.vectorization, env_threads=config.env_threads,
         )
         self.curriculum = config.make_curriculum()
+        # Levels above the one open at the start (all of them for curricula that open every task).
+        self._levels = sorted({TASKS[name].level for name in config.task_list})
+        self._first_level = self._levels.index(self.curriculum.level())
         self.schedule = FamilySchedule(config.schedule)
         self._applied_probs = None
         self.model = MultiTaskActorCritic(self.env.single_observation_space, config.agent).to(self.device)
@@ -93,7 +96,7 @@ class Trainer:
             collectives = RankCollectives(world, self.device)
         self.ppo = MultiTaskPPO(
             self.model, config.ppo, task_names=TASK_NAMES, seed=config.seed, train_model=train_model,
-            collectives=collectives,
+            collectives=collectives, mastered_threshold=config.mastered_threshold,
         )
         memory = config.agent.hidden_size if config.agent.memory == "lstm" else 0
         self.buffer = RolloutBuffer(
@@ -188,8 +191,15 @@ class Trainer:
         ``max_bad_updates`` skips in a row stop the run (:class:`RunStopped`).
         """
         cfg = self.config.ppo
+        lr = cfg.learning_rate * cfg.level_lr_decay ** self._levels_opened
         if cfg.anneal_lr:
-            self.ppo.set_learning_rate(cfg.learning_rate * max(0.0, 1.0 - self.frames / self.config.frames))
+            lr *= max(0.0, 1.0 - self.frames / self.config.frames)
+        self.ppo.set_learning_rate(lr)
+        if self.ppo.keeper is not None:  # the parameters that produced this rollout may become a task's teacher
+            self.ppo.keeper.observe({
+                name: (float(np.mean(window)), float(np.mean(self.stats.returns[name])))
+                for name, window in self.stats.success.items() if len(window) == SUCCESS_WINDOW
+            })
         self.model.train()
         try:
             stats = self.ppo.update(self.buffer)
@@ -215,6 +225,11 @@ class Trainer:
         self.updates += 1
         self.apply_curriculum()
         return stats
+
+    @property
+    def _levels_opened(self) -> int:
+        """Levels the curriculum has opened since the run started (``level_lr_decay``)."""
+        return self._levels.index(self.curriculum.level()) - self._first_level
 
     def apply_curriculum(self) -> None:
         """Tell the slots what the next rollout runs (each from its next episode on)."""
