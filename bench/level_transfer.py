@@ -94,7 +94,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
                 held1 = sum(full[n] and rates[n] >= THRESHOLD for n in level1)
                 held2 = sum(full[n] and rates[n] >= THRESHOLD for n in level2)
                 print(f"      seed {seed} at {trainer.frames:,} frames ({time.perf_counter() - start:.0f} s): level "
-                      f"{trainer.curriculum.level()}, level 1 at 0.9: {held1}/{len(level1)}, level 2: {held2}/{len(level2)}",
+                      f"{trainer.curriculum.level()}, level 1 at 0.9: {held1}/{len(level1)}, level 2: {held2}/{len(level2)}"
+                      + ("" if lowest[1] is None else f", lowest level 1 so far {lowest[0]:.2f} ({lowest[1]})"),
                       flush=True)
             if all(full[name] and rates[name] >= THRESHOLD for name in tasks):
                 all_held = trainer.frames

@@ -119,3 +119,13 @@ def test_level_transfer_prints_a_row_per_seed_and_writes_a_plot(tmp_path):
     assert len(seed_rows) == 1 and "not reached" in seed_rows[0], out  # 2,048 frames: nothing opens
     assert "lowest level-1 success after level 2 opened" in out and "all tasks at 0.9: 0/1 seeds" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hold_after_mastery_reports_when_a_task_first_held_0_9_and_its_lowest_after():
+    out = subprocess.run(
+        [sys.executable, "bench/hold_after_mastery.py", "--tasks", "Empty-5x5", "--seeds", "1", "--max-frames", "40960"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=600,
+    ).stdout
+    row = next(line.split() for line in out.splitlines() if line.split()[:2] == ["1", "Empty-5x5"])
+    first, lowest, final = int(row[2].replace(",", "")), float(row[3]), float(row[5])
+    assert first <= 40960 and 0.0 <= lowest <= 1.0 and final >= 0.9, out  # Empty-5x5 is learnt in ~27k frames
