@@ -40,8 +40,8 @@ class PolicyKeeper:
     """
 
     def __init__(self, model: MultiTaskActorCritic, *, task_names: Sequence[str], threshold: float) -> None:
-        if model.memory is not None:
-            raise ValueError("distill_coef > 0 needs memory=none: a teacher's own memory over the rollout is not kept.")
+        if model.memory is not None:  # MultiTaskPPO builds no keeper then (PPOConfig.distill_coef)
+            raise ValueError("a PolicyKeeper needs an agent without memory: a teacher's own memory over the rollout is not kept.")
         self.model = model
         self.task_names = list(task_names)
         self.threshold = threshold

@@ -66,8 +66,8 @@ class PPOConfig:
     """Entropy bonus coefficient."""
     vf_coef: float = 0.5
     """Value loss coefficient."""
-    distill_coef: float = 0.0
-    """Coefficient of KL(teacher || policy) on the rows of each mastered task, its teacher being the policy at its best rolling return so far (agents.distill; 0: off)."""
+    distill_coef: float = 1.0
+    """Coefficient of KL(teacher || policy) on the rows of each mastered task, its teacher being the policy at its best rolling return so far (agents.distill; 0: off; not with memory=lstm, where a teacher would need a memory of its own over the rollout)."""
     max_grad_norm: float = 0.5
     """Global gradient norm clip."""
     advantage_norm: str = "batch"
@@ -240,7 +240,9 @@ class MultiTaskPPO:
         self.optimizer = FusedAdam(groups, lr=config.learning_rate, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
         self.keeper = (
-            PolicyKeeper(model, task_names=self.task_names, threshold=mastered_threshold) if config.distill_coef > 0 else None
+            PolicyKeeper(model, task_names=self.task_names, threshold=mastered_threshold)
+            if config.distill_coef > 0 and model.memory is None
+            else None
         )
         self.reward_store = (
             RewardStore(model.space_info["image_shape"], model.space_info["mission_length"], seed=seed)

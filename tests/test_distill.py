@@ -77,15 +77,19 @@ def test_a_mastered_task_keeps_its_best_policy_while_the_agent_moves_on():
         )
 
 
-def test_distillation_needs_an_agent_without_memory():
+def test_distillation_is_on_by_default_and_off_for_agents_with_memory():
+    from agents.ppo import MultiTaskPPO, PPOConfig
     from training.config import RunConfig
 
+    space, _, _ = _batch(n=3)
+    from envs.tasks import TASK_NAMES as names
+    assert MultiTaskPPO(MultiTaskActorCritic(space, AgentConfig()), PPOConfig(), task_names=names).keeper is not None
+    lstm = MultiTaskActorCritic(space, AgentConfig(memory="lstm"))
+    assert MultiTaskPPO(lstm, PPOConfig(), task_names=names).keeper is None
+    with pytest.raises(ValueError, match="needs an agent without memory"):
+        PolicyKeeper(lstm, task_names=names, threshold=0.9)
     config = RunConfig(tasks="Empty-5x5")
-    config.agent.memory, config.ppo.distill_coef = "lstm", 0.5
-    with pytest.raises(ValueError, match=r"distill_coef=0.5 needs memory=none"):
-        config.validate()
     config.ppo.distill_coef = -1.0
-    config.agent.memory = "none"
     with pytest.raises(ValueError, match=r"distill_coef=-1.0 must be >= 0"):
         config.validate()
 

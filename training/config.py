@@ -192,8 +192,6 @@ class RunConfig:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
         self.agent.validate()
         self.ppo.validate(self.num_envs)
-        if self.agent.memory == "lstm" and self.ppo.distill_coef > 0:
-            raise ValueError(f"distill_coef={self.ppo.distill_coef} needs memory=none (a teacher's own memory over the rollout is not kept); use distill_coef=0 with memory=lstm.")
         if self.agent.memory == "lstm" and self.ppo.num_steps % self.ppo.bptt:
             raise ValueError(
                 f"bptt must divide num_steps with memory=lstm. Currently bptt={self.ppo.bptt}, num_steps={self.ppo.num_steps}."
