@@ -115,7 +115,6 @@ class RolloutBuffer:
         self.state_c = zeros(memory_size) if memory_size else None
         self.advantages = zeros()
         self.returns = zeros()
-        self.teacher: tuple[torch.Tensor, torch.Tensor] | None = None  # (T, N, 7), (T, N): set by the update
         self.step = 0
 
     def obs_at(self, t: int | slice) -> ObsBatch:
@@ -165,13 +164,22 @@ class RolloutBuffer:
             self.rewards, self.values, next_values, self.terminated, self.truncated, gamma=gamma, gae_lambda=gae_lambda
         )
 
-    def minibatches(self, batch_size: int, *, generator: torch.Generator, seq_len: int = 0) -> Iterator[Minibatch]:
+    def minibatches(
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator,
+        seq_len: int = 0,
+        teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> Iterator[Minibatch]:
         """Shuffled minibatches covering the buffer once.
 
         Without memory (``seq_len=0``): ``batch_size`` random transitions each.
         With memory: chunks of ``seq_len`` consecutive steps of one slot, as
         many chunks as make ``batch_size`` transitions, each chunk starting
         from the LSTM state stored at its first step.
+        ``teacher``: ``(logp (T, N, 7), has_teacher (T, N))`` over the rollout
+        (:class:`agents.distill.PolicyKeeper`), gathered into each minibatch.
         """
         T, N = self.num_steps, self.num_envs
         if not seq_len:
@@ -179,7 +187,7 @@ class RolloutBuffer:
             for start in range(0, T * N, batch_size):
                 idx = perm[start : start + batch_size]
                 t, n = idx // N, idx % N
-                yield self._gather(t, n, state=None, steps=1)
+                yield self._gather(t, n, state=None, steps=1, teacher=teacher)
             return
         chunks_per_slot = T // seq_len
         per_batch = max(1, batch_size // seq_len)
@@ -191,9 +199,9 @@ class RolloutBuffer:
             t = (t0.unsqueeze(0) + offsets.unsqueeze(1)).flatten()  # time-major (seq_len, chunks)
             nn_ = n.repeat(seq_len)
             state = (self.state_h[t0, n], self.state_c[t0, n])
-            yield self._gather(t, nn_, state=state, steps=seq_len)
+            yield self._gather(t, nn_, state=state, steps=seq_len, teacher=teacher)
 
-    def _gather(self, t: torch.Tensor, n: torch.Tensor, *, state, steps: int) -> Minibatch:
+    def _gather(self, t: torch.Tensor, n: torch.Tensor, *, state, steps: int, teacher=None) -> Minibatch:
         return Minibatch(
             obs=ObsBatch(self.image[t, n], self.direction[t, n], self.mission[t, n], self.task[t, n], self.family[t, n]),
             actions=self.actions[t, n],
@@ -206,7 +214,7 @@ class RolloutBuffer:
             episode_start=self.episode_start[t, n],
             state=state,
             steps=steps,
-            teacher=None if self.teacher is None else (self.teacher[0][t, n], self.teacher[1][t, n]),
+            teacher=None if teacher is None else (teacher[0][t, n], teacher[1][t, n]),
         )
 
 

@@ -265,12 +265,12 @@ class MultiTaskPPO:
         if self.reward_store is not None:
             self.reward_store.add_rollout(buffer)
         seq_len = cfg.bptt if self.model.memory is not None else 0
-        buffer.teacher = None
+        teacher = None
         if self.keeper is not None:  # the teachers' view of this rollout, once for all epochs
             shape = buffer.task.shape
             found = self.keeper.teacher_logprobs(ObsBatch(*(x.flatten(0, 1) for x in buffer.obs_at(slice(None)))))
             if found is not None:
-                buffer.teacher = (found[0].view(*shape, -1), found[1].view(shape))
+                teacher = (found[0].view(*shape, -1), found[1].view(shape))
         diagnostics = rollout_diagnostics(
             buffer.task, buffer.values, buffer.returns, buffer.advantages, self.task_names,
             batch_size=min(cfg.batch_size, buffer.task.numel()),
@@ -286,7 +286,7 @@ class MultiTaskPPO:
         params = [p for p in self.model.parameters() if p.requires_grad]
         stop = False
         for epoch in range(cfg.update_epochs):
-            for mb in buffer.minibatches(cfg.batch_size, generator=self.generator, seq_len=seq_len):
+            for mb in buffer.minibatches(cfg.batch_size, generator=self.generator, seq_len=seq_len, teacher=teacher):
                 # Accuracies over one pass, the first: data the heads have not trained on yet,
                 # and an epoch that always runs (target_kl may stop the later ones).
                 measure = epoch == 0

@@ -81,8 +81,9 @@ def test_distillation_is_on_by_default_and_off_for_agents_with_memory():
     from agents.ppo import MultiTaskPPO, PPOConfig
     from training.config import RunConfig
 
-    space, _, _ = _batch(n=3)
     from envs.tasks import TASK_NAMES as names
+
+    space, _, _ = _batch(n=3)
     assert MultiTaskPPO(MultiTaskActorCritic(space, AgentConfig()), PPOConfig(), task_names=names).keeper is not None
     lstm = MultiTaskActorCritic(space, AgentConfig(memory="lstm"))
     assert MultiTaskPPO(lstm, PPOConfig(), task_names=names).keeper is None
