@@ -12,13 +12,12 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-
-from agents.model import MultiTaskActorCritic, ObsBatch
+from agents.model import MultiTaskActorCritic
 from envs.curriculum import Curriculum
-from envs.tasks import TASKS, make
+from envs.tasks import TASKS
 from training.config import RunConfig
 from training.logger import Logger, NullLogger
+from training.videos import RolloutVideos
 
 SUCCESS_WINDOW = 100  # console and benchmark windows; the curriculum has its own (curriculum_window)
 
@@ -56,7 +55,7 @@ class Reporter:
         self.config = config
         self.stats = stats
         self.model = model
-        self._video_envs: dict[str, object] = {}
+        self.videos = RolloutVideos(config, model)
 
     def success_line(self) -> str:
         parts = []
@@ -90,29 +89,6 @@ class Reporter:
         values.update({f"charts/{key}": value for key, value in charts.items()})
         return values
 
-    @torch.no_grad()
     def record_videos(self, logger: Logger | NullLogger, curriculum: Curriculum, *, updates: int, frames: int) -> None:
-        """One episode per task family, played by the current policy, as GIFs in TensorBoard."""
-        unlocked = curriculum.unlocked()
-        device = self.model.device
-        for family in ("navigation", "recognition"):
-            tasks = [name for name in unlocked if TASKS[name].family == family]
-            if not tasks:
-                continue
-            task = tasks[(updates // max(1, self.config.video_every)) % len(tasks)]  # take turns
-            env = self._video_envs.get(task)
-            if env is None:
-                env = self._video_envs[task] = make(task, obs=self.config.obs, render_mode="rgb_array")
-            obs, _ = env.reset(seed=self.config.seed + updates)
-            images, state = [env.render()], self.model.initial_state(1)
-            start = torch.ones(1, dtype=torch.bool, device=device)
-            for _ in range(self.config.video_max_steps):
-                batch = ObsBatch.from_numpy({k: np.asarray(v)[None] for k, v in obs.items()}, device)
-                out = self.model.act(batch, state, start)
-                obs, _, terminated, truncated, _ = env.step(int(out.action[0]))
-                images.append(env.render())
-                state, start = out.state, torch.zeros(1, dtype=torch.bool, device=device)
-                if terminated or truncated:
-                    break
-            logger.gif(f"videos/{family}", images, frames)
-            logger.text(f"videos/{family}_task", task, frames)
+        """One rollout GIF per open task family in TensorBoard (:mod:`training.videos`)."""
+        self.videos.record(logger, curriculum.unlocked(), updates=updates, frames=frames)
