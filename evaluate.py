@@ -12,11 +12,19 @@ to the console, to ``runs/<run>/eval/<split>-<time>.json`` (or ``--json``) and
 to the run's TensorBoard under ``eval/``. Episode ``e`` of a task is played on
 the layout of seed ``seed + e`` for every run, so runs compared side by side
 meet the same episodes.
+
+The table marks the tasks the run trained on (the ``tasks`` of the run config
+saved in its checkpoint: a ``trained`` column, or a ``*`` per cell with
+several runs) and ends with the mean success of each family and of all tasks;
+the JSON has the same as ``trained`` per task and ``families``. The progress
+bar counts environment steps against ``max_steps`` per episode, a total that
+shrinks as episodes end early, so its estimate is an upper bound.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,43 +52,53 @@ from training.evaluation import (  # noqa: E402
     report,
     resolve_targets,
     run_dir_of,
+    step_budget,
+    trained_tasks,
     write_json,
 )
+from envs.wrappers import FAMILIES  # noqa: E402
 from training.logger import Logger, gif_bytes  # noqa: E402
+
+
+DEVICES = "{auto,cpu,cuda,cuda:N}"
 
 
 @dataclass
 class EvalArgs:
     """Evaluate trained agents per task."""
 
-    runs: Annotated[tuple[str, ...], tyro.conf.Positional]
-    """Run folders (runs/<name>) or checkpoint files; several give a comparison table."""
+    runs: Annotated[
+        tuple[str, ...],
+        tyro.conf.Positional,
+        tyro.conf.arg(metavar="RUN [RUN ...]", help_behavior_hint="(required)"),
+    ]
+    """A run folder (runs/<name>: its final.pt, else its newest checkpoint) or a checkpoint file (.pt); several give one table, a column per run."""
     split: Literal["train", "heldout", "all"] = "heldout"
     """Tasks of the registry to evaluate (ignored when --tasks or --env is given)."""
-    tasks: str = ""
-    """Comma-separated registered task names (python train.py --list-tasks)."""
-    env: str = ""
-    """Comma-separated gymnasium ids of MiniGrid/BabyAI environments outside the registry."""
+    tasks: Annotated[str, tyro.conf.arg(metavar="NAME[,NAME...]")] = ""
+    """Comma-separated registered task names (python train.py --list-tasks); '' = the --split tasks."""
+    env: Annotated[str, tyro.conf.arg(metavar="ID[,ID...]")] = ""
+    """Comma-separated gymnasium ids of MiniGrid/BabyAI environments outside the registry (MiniGrid-DoorKey-5x5-v0)."""
     family: Literal["navigation", "recognition"] = "navigation"
-    """Task family an --env environment counts as (decides PLE's family experts)."""
+    """Task family an --env environment counts as (decides PLE's family experts and its family mean)."""
     episodes: int = 100
-    """Episodes per task."""
+    """Episodes per task (episode e on layout seed + e), >= 1."""
     num_envs: int = 16
-    """Episodes played in parallel (vector env slots)."""
+    """Episodes played in parallel (vector env slots), >= 1."""
     seed: int = 0
     """Episode e of a task uses layout seed + e; sampled actions are seeded from it too."""
     deterministic: bool = False
     """Argmax actions instead of sampling from the policy."""
-    device: str = "auto"
-    """auto (cuda if available), cpu or cuda."""
+    device: Annotated[str, tyro.conf.arg(metavar=DEVICES)] = "auto"
+    """Where the network runs: auto (cuda when present, else cpu), cpu, cuda, or cuda:N for GPU number N."""
     threads: int = 0
-    """CPU threads for torch; 0 = auto (training/threads.py: 1, as evaluation's small batches gain nothing from more)."""
-    json: str = ""
-    """Where to write the results (default: runs/<run>/eval/<split>-<time>.json per run)."""
-    video: str = ""
-    """Folder for GIFs of the first --video-episodes episodes of each task (also logged to TensorBoard)."""
+    """CPU threads for torch, >= 0; 0 = auto (training/threads.py: 1, as evaluation's small batches gain nothing from more)."""
+    json: Annotated[str, tyro.conf.arg(metavar="FILE")] = ""
+    """File to write the results to, e.g. results.json ('' = runs/<run>/eval/<split>-<time>.json per run)."""
+    video: Annotated[str, tyro.conf.arg(metavar="FOLDER")] = ""
+    """Folder for GIFs of the first --video-episodes episodes of each task (also logged to TensorBoard); '' = none."""
     video_episodes: int = 2
-    """Episodes recorded per task with --video."""
+    """Episodes recorded per task with --video, >= 0."""
     tensorboard: bool = True
     """Log the results as eval/ scalars into each run's TensorBoard."""
 
@@ -93,10 +111,13 @@ def _error(message: str) -> int:
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"--device {name!r} is not a device; use auto, cpu or cuda.")
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", name):
+        raise ValueError(f"--device {name!r} is not a device; use one of {DEVICES} (cuda:1 for the second GPU).")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name!r} but no CUDA device is available here; use cpu or auto.")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+                         f"cuda:{torch.cuda.device_count() - 1}.")
     return torch.device(name)
 
 
@@ -106,27 +127,68 @@ def _label(run: str) -> str:
     return folder.name if folder is not None else path.stem
 
 
-def _table(targets, columns: dict[str, list[EvalResult]]) -> str:
+@dataclass
+class Column:
+    """One run's results in the table: a column of the comparison, or the whole single-run table."""
+
+    results: list[EvalResult]
+    trained_on: list[str] | None  # None: the checkpoint does not record its training tasks
+
+
+def _family_rows(targets) -> list[tuple[str, str, list[int]]]:
+    """(family label, "N tasks", row indices) of each family present, then of all tasks."""
+    groups = [(f, [i for i, t in enumerate(targets) if t.family == f]) for f in FAMILIES]
+    groups = [(f, rows) for f, rows in groups if rows] + [("all", list(range(len(targets))))]
+    return [(f, f"{len(rows)} task{'s' if len(rows) != 1 else ''}", rows) for f, rows in groups]
+
+
+def _table(targets, columns: dict[str, Column]) -> str:
+    """Per task: family, split, trained or not, success; then the mean success of each family and of all."""
     width = max(len("task"), *(len(t.name) for t in targets))
     head = f"{'task':<{width}}  {'family':<11}  {'split':<8}"
+    means = _family_rows(targets)
     if len(columns) == 1:
-        (results,) = columns.values()
-        lines = [head + f"  {'success':>7}  {'95% interval':>12}  {'return':>6}  {'length':>6}"]
-        for t, r in zip(targets, results):
+        ((_, column),) = columns.items()
+        mark = {None: "?", True: "yes", False: "no"}
+        lines = [head + f"  {'trained':<7}  {'success':>7}  {'95% interval':>12}  {'return':>6}  {'length':>6}"]
+        for t, r in zip(targets, column.results):
+            trained = None if column.trained_on is None else t.name in column.trained_on
             lines.append(
-                f"{t.name:<{width}}  {t.family:<11}  {t.split:<8}  {r.success:>7.2f}  "
+                f"{t.name:<{width}}  {t.family:<11}  {t.split:<8}  {mark[trained]:<7}  {r.success:>7.2f}  "
                 f"[{r.success_low:.2f}, {r.success_high:.2f}]  {r.mean_return:>6.2f}  {r.mean_length:>6.1f}"
             )
+        lines.append("-" * len(lines[0]))
+        for family, count, rows in means:
+            mean = sum(column.results[i].success for i in rows) / len(rows)
+            lines.append(f"{'mean':<{width}}  {family:<11}  {count:<8}  {'':<7}  {mean:>7.2f}")
+        if column.trained_on is None:
+            lines.append("trained ?: the checkpoint does not record the tasks its run trained on.")
         return "\n".join(lines)
-    cell = max(18, *(len(name) for name in columns))  # "0.55 [0.45, 0.65]" or the run's name
+    cell = max(19, *(len(name) for name in columns))  # "0.55 [0.45, 0.65]*" or the run's name
     lines = [head + "".join(f"  {name:>{cell}}" for name in columns)]
     for i, t in enumerate(targets):
         row = f"{t.name:<{width}}  {t.family:<11}  {t.split:<8}"
-        for results in columns.values():
-            r = results[i]
-            row += f"  {f'{r.success:.2f} [{r.success_low:.2f}, {r.success_high:.2f}]':>{cell}}"
+        for column in columns.values():
+            r = column.results[i]
+            star = "*" if column.trained_on is not None and t.name in column.trained_on else " "
+            row += f"  {f'{r.success:.2f} [{r.success_low:.2f}, {r.success_high:.2f}]{star}':>{cell}}"
         lines.append(row)
-    return "\n".join(lines)
+    lines.append("-" * len(lines[0]))
+    for family, count, rows in means:
+        row = f"{'mean':<{width}}  {family:<11}  {count:<8}"
+        for column in columns.values():
+            row += f"  {f'{sum(column.results[i].success for i in rows) / len(rows):.2f}':<18}".rjust(cell + 2)
+        lines.append(row)
+    lines.append("* the run of that column trained on the task (success and its 95% interval in each cell).")
+    unknown = [name for name, column in columns.items() if column.trained_on is None]
+    if unknown:
+        lines.append(f"no * possible for {', '.join(unknown)}: the checkpoint does not record the tasks its run trained on.")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _progress(total: int) -> tqdm:
+    """A bar over environment steps: ``total`` is an upper bound that shrinks as episodes end early."""
+    return tqdm(total=total, unit="steps", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         args = cli.parse(EvalArgs, argv, description=__doc__)
     except cli.CliError as err:
         return _error(str(err))
+    if not args.runs:
+        return _error("no run to evaluate; give a run folder or a checkpoint file: python evaluate.py runs/<run> "
+                      "(python evaluate.py --help for the options).")
     try:
         for name in ("episodes", "num_envs"):
             value = getattr(args, name)
@@ -142,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--{name.replace('_', '-')}={value} must be a positive integer.")
         if args.video_episodes < 0:
             raise ValueError(f"--video-episodes={args.video_episodes} must be >= 0.")
+        checkpoints = [resolve_checkpoint(run) for run in args.runs]  # a mistyped path fails before any work
         torch.set_num_threads(threads.resolve_threads(args.threads, role="evaluate"))
         device = _device(args.device)
         if args.json:
@@ -153,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
         names = [t.strip() for t in args.tasks.split(",") if t.strip()]
         env_ids = [e.strip() for e in args.env.split(",") if e.strip()]
         targets = resolve_targets(split=args.split, tasks=names, env_ids=env_ids, family=args.family)
-        checkpoints = [resolve_checkpoint(run) for run in args.runs]
         payloads = [read_payload(path, device=device) for path in checkpoints]  # each file read once
         models = [agent_from_payload(payload, path, device=device) for payload, path in zip(payloads, checkpoints)]
         for model in models:
@@ -173,38 +238,57 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = {"split": what, "episodes": args.episodes, "seed": args.seed, "deterministic": args.deterministic}
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    columns: dict[str, list[EvalResult]] = {}
+    columns: dict[str, Column] = {}
     documents = []
-    bar = tqdm(total=len(models) * len(targets) * args.episodes, unit="episodes", file=sys.stderr, dynamic_ncols=True)
-    for label, run, path, model, payload in zip(labels, args.runs, checkpoints, models, payloads):
-        results = []
-        for target in targets:
-            bar.set_description(f"{label}: {target.name}")
-            results.append(
-                evaluate_target(
-                    model, target, episodes=args.episodes, num_envs=args.num_envs, seed=args.seed,
-                    deterministic=args.deterministic, video_episodes=args.video_episodes if args.video else 0,
-                    on_episode=lambda: bar.update(1),
+    bar = _progress(len(models) * sum(step_budget(t, args.episodes) for t in targets))
+
+    episodes_done = 0
+
+    def on_steps(played: int, released: int) -> None:
+        bar.total -= released
+        bar.update(played)
+
+    def on_episode() -> None:
+        nonlocal episodes_done
+        episodes_done += 1
+        bar.set_postfix_str(f"{episodes_done}/{args.episodes} episodes", refresh=False)
+
+    try:
+        for label, run, path, model, payload in zip(labels, args.runs, checkpoints, models, payloads):
+            results = []
+            for target in targets:
+                episodes_done = 0
+                bar.set_postfix_str(f"0/{args.episodes} episodes", refresh=False)
+                bar.set_description(f"{label}: {target.name}")
+                results.append(
+                    evaluate_target(
+                        model, target, episodes=args.episodes, num_envs=args.num_envs, seed=args.seed,
+                        deterministic=args.deterministic, video_episodes=args.video_episodes if args.video else 0,
+                        on_episode=on_episode, on_steps=on_steps,
+                    )
                 )
-            )
-        columns[label] = results
-        frames = payload.get("frames")
-        documents.append(report(results, run=str(run), checkpoint=str(path), frames=frames, settings=settings))
-        folder = run_dir_of(run)
-        if not args.json:
-            out = (folder if folder is not None else Path(path).parent) / "eval" / f"{what}-{stamp}.json"
-            write_json(documents[-1], out)
-            bar.write(f"{label}: results in {out}")
-        if args.video:
-            _save_videos(Path(args.video) / label, results)
-        if args.tensorboard and folder is not None:
-            _log_tensorboard(folder, results, frames or 0, what)
+            columns[label] = Column(results, trained_tasks(payload))
+            frames = payload.get("frames")
+            documents.append(report(results, run=str(run), checkpoint=str(path), frames=frames, settings=settings,
+                                    trained_on=columns[label].trained_on))
+            folder = run_dir_of(run)
+            if not args.json:
+                out = (folder if folder is not None else Path(path).parent) / "eval" / f"{what}-{stamp}.json"
+                write_json(documents[-1], out)
+                bar.write(f"{label}: results in {out}")
+            if args.video:
+                _save_videos(Path(args.video) / label, results)
+            if args.tensorboard and folder is not None:
+                _log_tensorboard(folder, results, frames or 0, what)
+    except KeyboardInterrupt:
+        bar.close()
+        print("evaluate.py: interrupted; results written so far are kept.", file=sys.stderr)
+        return 130
     bar.close()
     if args.json:
         document = documents[0] if len(documents) == 1 else {"format": documents[0]["format"], "runs": documents}
         print(f"results in {write_json(document, args.json)}")
-    print(_table(targets, columns))
-    return 0
+    return cli.print_or_quit(_table(targets, columns))
 
 
 def _save_videos(folder: Path, results: list[EvalResult]) -> None:

@@ -14,6 +14,11 @@ to end, which would favour short ones). So two agents evaluated with the same
 seed meet the same layouts, and with ``deterministic=True`` the numbers do not
 depend on ``num_envs``. Sampled actions draw from a torch generator seeded
 from ``seed`` and the target name.
+
+Progress is counted in environment steps against a budget of ``max_steps``
+per episode (:func:`step_budget`): an episode that ends early releases the
+rest of its budget (``on_steps``), so a progress bar over the budget moves
+with the work done and its estimate errs on the long side.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -31,11 +37,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+import yaml
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from agents.conditioning import remember_missions
 from agents.model import MultiTaskActorCritic, ObsBatch
 from agents.persist import CHECKPOINT_DIR
+from training.config import RunConfig
 from envs.tasks import get_task, list_tasks, make, make_external
 from envs.wrappers import FAMILIES, VOCAB, ObsMode
 
@@ -60,6 +68,7 @@ class EvalTarget:
     name: str
     family: str
     split: str  # "train", "heldout", or "external" (a gym id outside the registry)
+    max_steps: int  # episode time limit: the progress budget of one episode
     factory: Callable[..., gym.Env] = field(compare=False, repr=False)
 
     @classmethod
@@ -69,7 +78,7 @@ class EvalTarget:
         def factory(*, obs: ObsMode, mission_length: int, render_mode: str | None) -> gym.Env:
             return make(spec.name, obs=obs, mission_length=mission_length, render_mode=render_mode)
 
-        return cls(spec.name, spec.family, spec.split, factory)
+        return cls(spec.name, spec.family, spec.split, spec.max_steps, factory)
 
     @classmethod
     def gym_id(cls, env_id: str, family: str = "navigation") -> "EvalTarget":
@@ -79,8 +88,15 @@ class EvalTarget:
         def factory(*, obs: ObsMode, mission_length: int, render_mode: str | None) -> gym.Env:
             return make_external(env_id, family=family, obs=obs, mission_length=mission_length, render_mode=render_mode)
 
-        factory(obs="symbolic", mission_length=1, render_mode=None).close()  # fail now on a bad id, not mid-run
-        return cls(env_id, family, "external", factory)
+        env = factory(obs="symbolic", mission_length=1, render_mode=None)  # fail now on a bad id, not mid-run
+        try:
+            with warnings.catch_warnings():  # the probe's mission is cut to one word on purpose
+                warnings.simplefilter("ignore")
+                env.reset(seed=0)  # BabyAI levels set their time limit at reset, from the mission
+            max_steps = int(env.unwrapped.max_steps)
+        finally:
+            env.close()
+        return cls(env_id, family, "external", max_steps, factory)
 
 
 def resolve_targets(
@@ -153,12 +169,20 @@ def evaluate_target(
     deterministic: bool = False,
     video_episodes: int = 0,
     on_episode: Callable[[], None] | None = None,
+    on_steps: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Play ``episodes`` episodes of ``target`` with ``model`` (see the module doc for seeding).
 
     Args:
         video_episodes: record the rendered frames of the first this many episodes.
-        on_episode: called after each finished episode (a progress bar's update).
+        on_episode: called after each finished episode.
+        on_steps: called after each vector step as ``on_steps(played, released)``:
+            ``played`` steps of counted episodes were just played, and episodes
+            that ended used ``released`` steps fewer than their budget of
+            ``target.max_steps``. Steps past an episode's budget (a BabyAI level
+            whose limit grows with its mission) are not counted, so over the
+            call ``played + released`` sums to :func:`step_budget` exactly: a
+            progress bar's ``update(played)`` and ``total -= released``.
     """
     check_compatible(model, target)
     num_envs = min(num_envs, episodes)
@@ -172,6 +196,7 @@ def evaluate_target(
     episode_of = np.arange(num_envs)  # episode index each slot plays; -1: idle
     next_episode = num_envs
     finished = 0
+    budget = target.max_steps
     with remember_missions(model):  # parameters are fixed while evaluating
         try:
             obs, _ = env.reset(seed=[seed + int(e) for e in episode_of])
@@ -189,14 +214,20 @@ def evaluate_target(
                 active = episode_of >= 0
                 returns[episode_of[active]] += rewards[active]
                 lengths[episode_of[active]] += 1
+                played = int((lengths[episode_of[active]] <= budget).sum())
                 # Render only the slots playing a recorded episode (0 .. video_episodes - 1).
                 for i in np.flatnonzero((episode_of >= 0) & (episode_of < video_episodes)):
                     videos[int(episode_of[i])].append(env.envs[i].render())
                 done = terminated | truncated
                 starts = torch.as_tensor(done, device=model.device)
                 if not done.any():
+                    if on_steps is not None:
+                        on_steps(played, 0)
                     continue
                 seeds: list[int | None] = [None] * num_envs
+                ended = episode_of[done & active]
+                if on_steps is not None:
+                    on_steps(played, int((budget - np.minimum(lengths[ended], budget)).sum()))
                 for i in np.flatnonzero(done & active):
                     successes[episode_of[i]] = bool(info["success"][i])
                     finished += 1
@@ -233,6 +264,36 @@ def evaluate_target(
     )
 
 
+def step_budget(target: EvalTarget, episodes: int) -> int:
+    """Environment steps ``episodes`` episodes of ``target`` take at most: the total of a progress bar."""
+    return target.max_steps * episodes
+
+
+def family_means(results: Sequence[EvalResult]) -> dict[str, float]:
+    """Mean success rate per task family (in :data:`FAMILIES` order), over the families present."""
+    means = {}
+    for family in FAMILIES:
+        rates = [r.success for r in results if r.family == family]
+        if rates:
+            means[family] = sum(rates) / len(rates)
+    return means
+
+
+def trained_tasks(payload: dict[str, Any]) -> list[str] | None:
+    """The tasks the run behind a checkpoint ``payload`` trained on; None if the file does not say.
+
+    The trainer saves the run's config (YAML) in every checkpoint; only its
+    ``tasks`` field is read, so a config from another version still answers.
+    """
+    try:
+        data = yaml.safe_load(payload.get("config") or "")
+    except yaml.YAMLError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), str):
+        return None
+    return RunConfig(tasks=data["tasks"]).task_list
+
+
 def run_dir_of(path: str | Path) -> Path | None:
     """The run folder a run path or checkpoint file belongs to, or None for a loose file."""
     path = Path(path)
@@ -244,9 +305,24 @@ def run_dir_of(path: str | Path) -> Path | None:
 
 
 def report(
-    results: Sequence[EvalResult], *, run: str, checkpoint: str, frames: int | None, settings: dict[str, Any]
+    results: Sequence[EvalResult],
+    *,
+    run: str,
+    checkpoint: str,
+    frames: int | None,
+    settings: dict[str, Any],
+    trained_on: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The JSON document of one run's evaluation."""
+    """The JSON document of one run's evaluation.
+
+    Args:
+        trained_on: the run's training tasks (:func:`trained_tasks`); each task
+            row gets ``trained`` (a bool, or None when this is None).
+
+    Returns:
+        The settings, ``families`` (mean success per family), ``mean_success``
+        (over all tasks), ``trained_tasks`` and one row per task.
+    """
     return {
         "format": JSON_FORMAT,
         "run": run,
@@ -254,7 +330,10 @@ def report(
         "frames": frames,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **settings,
-        "tasks": [r.row() for r in results],
+        "families": family_means(results),
+        "mean_success": sum(r.success for r in results) / len(results) if results else None,
+        "trained_tasks": None if trained_on is None else list(trained_on),
+        "tasks": [{**r.row(), "trained": None if trained_on is None else r.task in trained_on} for r in results],
     }
 
 
