@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import random
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,6 +33,8 @@ from training.checkpoint import RunStopped
 from training.config import RunConfig
 from training.distributed import SINGLE, RankCollectives, World, all_gather
 from training.logger import Logger, NullLogger, hparams_markdown
+from training import run_state
+from training.console import Console
 from training.reporting import SUCCESS_WINDOW, EpisodeStats, Reporter  # noqa: F401  (SUCCESS_WINDOW: benches)
 
 def set_seed(seed: int) -> None:
@@ -274,50 +275,12 @@ class Trainer:
         self.model.load_state_dict(payload["state_dict"])
 
     def _snapshot(self) -> None:
-        """Remember the state between two updates: what a checkpoint saves.
-
-        Taken after every update (and at start), so that a checkpoint written
-        on Ctrl-C in the middle of a rollout still describes a consistent point:
-        the last update's end, from which a resumed run repeats exactly what the
-        uninterrupted one did (Ctrl-C during an update finds the weights and the
-        optimizer half-way, hence their copies too: a few MB, once per update).
-        """
-        self._boundary = {
-            "state_dict": {key: value.detach().clone() for key, value in self.model.state_dict().items()},
-            "ppo": copy.deepcopy(self.ppo.state_dict()),
-            "frames": self.frames,
-            "updates": self.updates,
-            "curriculum": self.curriculum.state_dict(),
-            "stats": {key: {k: list(v) for k, v in getattr(self.stats, key).items()} for key in ("success", "returns", "lengths")}
-            | {"episodes": dict(self.stats.episodes)},
-        }
-        local = {
-            "env": self.env.get_state(),
-            "in_flight": self.collector.state_dict(),
-            "rng": checkpoint.rng_state(),
-        }
-        # Rank 0's slots at the top level (what a single process resumes), the other ranks' beside.
-        ranks = all_gather(local, self.world)
-        self._boundary.update(ranks[0])
-        if self.world.distributed:
-            self._boundary["ranks"] = ranks[1:]
+        """Remember the state between two updates: what a checkpoint saves (:func:`training.run_state.capture`)."""
+        self._boundary = run_state.capture(self)
 
     def _local_state(self, payload: dict) -> dict | None:
         """This rank's slots, episodes in flight and RNGs in a checkpoint; None to start them afresh."""
-        if "env" not in payload:
-            return None
-        if self.world.rank == 0:
-            return payload
-        ranks = payload.get("ranks", [])
-        if len(ranks) != self.world.world_size - 1:
-            if self.world.rank == 1:
-                print(
-                    f"warning: the checkpoint holds the environments of {len(ranks) + 1} ranks, this job has "
-                    f"{self.world.world_size}; ranks 1 and up start new episodes.",
-                    file=sys.stderr,
-                )
-            return None
-        return ranks[self.world.rank - 1]
+        return run_state.local_part(payload, self.world)
 
     def state_dict(self) -> dict:
         """The learner's state at the last update's end (the agent is saved beside it by :mod:`training.checkpoint`)."""
@@ -325,16 +288,7 @@ class Trainer:
 
     def load_state_dict(self, payload: dict) -> None:
         """Model, PPO, curriculum, statistics and counters; the envs and RNGs follow at the end of ``__init__``."""
-        self.model.load_state_dict(payload["state_dict"])
-        self.ppo.load_state_dict(payload["ppo"])
-        self.curriculum.load_state_dict(payload["curriculum"])
-        for key in ("success", "returns", "lengths"):
-            for name, values in payload["stats"][key].items():
-                getattr(self.stats, key)[name].extend(values)
-        self.stats.episodes.update(payload["stats"]["episodes"])
-        self.frames, self.updates = payload["frames"], payload["updates"]
-        if "env" not in payload:  # a checkpoint without the episodes in flight
-            checkpoint.set_rng_state(payload["rng"])
+        run_state.restore(self, payload)
 
     def save(self, *, final: bool = False) -> Path | None:
         """Checkpoint the run atomically: periodic (``ckpt-<frames>.pt``) or ``final.pt``.
@@ -376,34 +330,29 @@ class Trainer:
 
     def run(self) -> EpisodeStats:
         """Train until ``config.frames``, then save the agent; returns the episode statistics."""
-        bar = tqdm(
-            total=self.config.frames, initial=self.frames, unit="frames", disable=not self.progress, file=sys.stdout,
-            dynamic_ncols=True,
-        )
-        start, start_frames = time.perf_counter(), self.frames  # FPS of this process, not since the run began
+        per_update = self.config.ppo.num_steps * self.config.num_envs * self.world.world_size
+        console = Console(self.config, self.stats, enabled=self.progress, frames=self.frames, frames_per_update=per_update)
+        first = True  # the first update of this process records a video too: GIFs from the first minute
         try:
             while self.frames < self.config.frames:
                 self.collect()
                 ppo_stats = self.update()
-                bar.update(self.config.ppo.num_steps * self.config.num_envs * self.world.world_size)
-                fps = (self.frames - start_frames) / (time.perf_counter() - start)
-                self.log(ppo_stats, fps)
-                if self.world.is_main and self.config.video_every and self.updates % self.config.video_every == 0:
+                self.log(ppo_stats, console.fps(self.frames))
+                every = self.config.video_every
+                if self.world.is_main and every and (first or self.updates % every == 0):
                     self.record_videos()
+                first = False
                 self._snapshot()
                 if self.config.checkpoint_every and self.updates % self.config.checkpoint_every == 0:
                     self._save_or_stop()
-                bar.set_postfix({"fps": f"{fps:,.0f}", **{k[:3]: f"{v:.2f}" for k, v in self.reporter.family_success().items()}})
-                if self.progress and self.updates % self.config.log_every == 0:
-                    unlocked = len(self.curriculum.unlocked())
-                    bar.write(
-                        f"[{self.frames:,} frames] level {self.curriculum.level()}, {unlocked} tasks open; "
-                        f"{self.reporter.success_line()}"
-                    )
+                console.after_update(
+                    frames=self.frames, updates=self.updates, open_tasks=self.curriculum.unlocked(),
+                    level=self.curriculum.level(),
+                )
         except BaseException as err:
             # Stopped mid-step, the workers' pipes may hold half a message:
             # terminate them rather than wait for replies that will not come.
-            bar.close()
+            console.close()
             self.env.close(terminate=True)
             if isinstance(err, KeyboardInterrupt):
                 # Ctrl-C: keep what was learnt; `--resume` continues from this checkpoint.
@@ -424,11 +373,12 @@ class Trainer:
                 ) from None
             raise
         finally:
-            bar.close()
+            console.close()
             if not self.env.closed:
                 self.env.close()
             self.logger.close()
         path = self._save_or_stop(final=True)
-        if self.progress:
-            print(f"saved {path}")
+        if path is not None:
+            console.finish(frames=self.frames, open_tasks=self.curriculum.unlocked(), level=self.curriculum.level(),
+                           saved=path, run_dir=self.run_dir)
         return self.stats

@@ -9,6 +9,7 @@ rendered episode per task family as a GIF.
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +43,20 @@ class EpisodeStats:
         return float(np.mean(window)) if window else None
 
 
+FAMILIES = ("navigation", "recognition")
+
+
+def family_means(stats: EpisodeStats, tasks: Sequence[str]) -> dict[str, float]:
+    """Mean success of the given tasks that have episodes, per family (in :data:`FAMILIES` order)."""
+    means = {}
+    for family in FAMILIES:
+        rates = [stats.success_rate(t) for t in tasks if TASKS[t].family == family]
+        rates = [r for r in rates if r is not None]
+        if rates:
+            means[family] = sum(rates) / len(rates)
+    return means
+
+
 class Reporter:
     """The console's, TensorBoard's and the videos' view of one run.
 
@@ -57,21 +72,9 @@ class Reporter:
         self.model = model
         self.videos = RolloutVideos(config, model)
 
-    def success_line(self) -> str:
-        parts = []
-        for name in self.config.task_list:
-            rate = self.stats.success_rate(name)
-            parts.append(f"{name} {'-' if rate is None else f'{rate:.2f}'}")
-        return "success: " + ", ".join(parts)
-
     def family_success(self) -> dict[str, float]:
         """Mean of the task success rates in each family (tasks with episodes only)."""
-        by_family: dict[str, list[float]] = defaultdict(list)
-        for name in self.config.task_list:
-            rate = self.stats.success_rate(name)
-            if rate is not None:
-                by_family[TASKS[name].family].append(rate)
-        return {family: float(np.mean(rates)) for family, rates in by_family.items()}
+        return family_means(self.stats, self.config.task_list)
 
     def scalars(self, ppo_stats: dict[str, float], curriculum: Curriculum, **charts: float) -> dict[str, float]:
         """This update's curves: the learner's, each task's and family's, the curriculum's, and ``charts/*``."""
