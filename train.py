@@ -12,11 +12,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import faulthandler
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import Annotated
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
@@ -33,6 +35,19 @@ from envs.tasks import format_task_table  # noqa: E402
 from training import checkpoint, cli, preflight  # noqa: E402
 from training.checkpoint import RunStopped  # noqa: E402
 from training.config import RESUMABLE, RunConfig  # noqa: E402
+
+
+@dataclasses.dataclass
+class TrainArgs:
+    """The command line: the run's config, plus the options train.py reads before it (listed in --help too)."""
+
+    run: Annotated[RunConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=RunConfig)
+    config: Annotated[str, tyro.conf.arg(metavar="PATH")] = ""
+    """A preset (configs/*.yaml) whose values replace the defaults shown here; options given with it still override it."""
+    resume: Annotated[str, tyro.conf.arg(metavar="RUN")] = ""
+    """Continue runs/<run> from its last checkpoint with its own config; only frames, device, threads and the logging and checkpoint intervals may change."""
+    list_tasks: Annotated[bool, tyro.conf.FlagCreatePairsOff] = False
+    """Print the task table (name, family, level, split) and exit."""
 
 
 def _error(message: str) -> int:
@@ -93,7 +108,10 @@ def parse_args(argv: list[str]) -> tuple[RunConfig, Path | None]:
         if not Path(preset).is_file():
             raise ValueError(f"--config {preset!r} does not exist; presets live in configs/.")
         default = _read_config(Path(preset), "--config")
-    config = cli.parse(tyro.conf.OmitArgPrefixes[RunConfig], argv, default=default, description=__doc__)
+    # --config and --resume were taken out above (the preset or the saved config gives the defaults);
+    # they stay in the parser so that --help lists them and a misspelling finds them.
+    args = cli.parse(tyro.conf.OmitArgPrefixes[TrainArgs], argv, default=TrainArgs(run=default), description=__doc__)
+    config = args.run
     if saved is not None:
         conflicts = config.resume_conflicts(saved)
         if conflicts:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import torch
+import tyro
 from torch import nn
 
 from agents.buffer import Minibatch, RewardStore, RolloutBuffer
@@ -70,13 +71,15 @@ class PPOConfig:
     """Coefficient of KL(teacher || policy) on the rows of each mastered task, its teacher being the policy at its best rolling return so far (agents.distill; 0: off; not with memory=lstm, where a teacher would need a memory of its own over the rollout)."""
     max_grad_norm: float = 0.5
     """Global gradient norm clip."""
-    advantage_norm: str = "batch"
+    # Plain strings checked in validate() (a removed value gets its reason, not tyro's "invalid choice"); the
+    # metavars give --help the choices.
+    advantage_norm: Annotated[str, tyro.conf.arg(metavar="{" + ",".join(ADVANTAGE_NORMS) + "}")] = "batch"
     """Advantage normalisation per minibatch: batch (z-scores over all its rows) or none (raw, as torch-ac). The PPO terms are one mean over the minibatch's rows, so a task weighs by its share of the slots."""
-    target_kl: float | None = None
-    """Stop the epochs of an update early when the approximate KL exceeds this."""
+    target_kl: Annotated[float | None, tyro.conf.arg(metavar="FLOAT")] = None
+    """Stop the epochs of an update early when the approximate KL exceeds this (None: every epoch runs)."""
     bptt: int = 32
     """With memory: length of the sequence chunks for truncated BPTT; must divide num_steps."""
-    weighting: str = "static"
+    weighting: Annotated[str, tyro.conf.arg(metavar="{" + ",".join(WEIGHTERS) + "}")] = "static"
     """Loss weighting strategy: static, uncertainty, gradnorm, dwa or pcgrad."""
     recognition_coef: float = 0.1
     """Coefficient of the recognition loss."""

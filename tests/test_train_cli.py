@@ -1,10 +1,24 @@
 """train.py from the command line: a tiny real run, --help, and bad input."""
 
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+from agents.losses import ADVANTAGE_NORMS
+from agents.model import AgentConfig
+from agents.ppo import PPOConfig
+from agents.weighting import WEIGHTERS
+from training.config import RunConfig
+
 from tests.conftest import expect, failure, python
 from training import cli
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(*args, timeout=300, env=None):
@@ -12,26 +26,40 @@ def _run(*args, timeout=300, env=None):
 
 
 def test_tiny_training_run_reports_progress_and_evaluates(tmp_path):
-    out = _run("--tasks", "Empty-5x5,GoToDoor-5x5", "--frames", "1024", "--num-envs", "4", "--num-steps", "64",
+    # DoorKey-5x5 is level 2: closed all run long, so the console never names it until the curriculum opens it.
+    out = _run("--tasks", "Empty-5x5,GoToDoor-5x5,DoorKey-5x5", "--frames", "1000", "--num-envs", "4", "--num-steps", "64",
                "--batch-size", "128", "--device", "cpu", "--log-every", "1", "--runs-dir", str(tmp_path), "--threads", "1",
                "--run-name", "tiny")
     expect(out)
-    assert "training on 2 tasks, 1,024 frames, 4 envs, device cpu" in out.stdout
-    assert "success: Empty-5x5" in out.stdout and "GoToDoor-5x5" in out.stdout
+    assert "training on 3 tasks, 1,000 frames, 4 envs, device cpu" in out.stdout
+    text = out.stdout.replace("\r", "\n")
+    assert "level 1, 2 of 3 tasks open; success (last 100):" in text, failure(out)
+    assert re.search(r"^  navigation +[-0-9.]+ \| Empty-5x5 [-0-9.]+$", text, re.M), failure(out)
+    assert re.search(r"^  recognition +[-0-9.]+ \| GoToDoor-5x5 [-0-9.]+$", text, re.M), failure(out)
+    assert "DoorKey-5x5" not in text.split("training on")[1], failure(out)  # closed: on no line
+    # The bar ends at the frames the run stops at (whole updates: 1,024), at 100 %, with one speed figure.
+    assert "100%|" in text and "1,024/1,024 frames" in text and "fps" not in text, failure(out)
+    summary = text[text.index("done: 1,024 frames in "):]
+    assert re.search(r"^  Empty-5x5 +navigation +[0-9.]+ +[0-9,]+$", summary, re.M), summary
+    assert re.search(r"^  mean recognition +[0-9.]+$", summary, re.M), summary
     run = tmp_path / "tiny"
+    assert f"python evaluate.py {run} --split train" in summary and f"tensorboard --logdir {tmp_path}" in summary
+    assert f"saved {run / 'checkpoints' / 'final.pt'}" in summary
     saved = torch.load(run / "checkpoints" / "final.pt", weights_only=True)
     assert saved["frames"] == 1024
     weights = saved["ppo"]["weighter"]["_extra_state"]["weights"]  # the loss weights in force
     required = {"ppo/Empty-5x5", "ppo/GoToDoor-5x5", "aux/recognition"}  # aux/reward once a reward was seen
     assert required <= set(weights) <= required | {"aux/reward"}, weights
     assert {"optimizer", "weighter", "generator", "reward_store"} <= set(saved["ppo"])
-    assert "tasks: Empty-5x5,GoToDoor-5x5" in (run / "config.yaml").read_text()
+    assert "tasks: Empty-5x5,GoToDoor-5x5,DoorKey-5x5" in (run / "config.yaml").read_text()
     ev = expect(python("evaluate.py", run, "--tasks", "Empty-5x5,GoToObject-6x6-N2", "--episodes", "4"))
     lines = ev.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("task"))
-    rows = {line.split()[0]: line.split() for line in lines[header + 1:]}
+    rule = next(i for i, line in enumerate(lines) if i > header and line.startswith("---"))  # the family means follow
+    rows = {line.split()[0]: line.split() for line in lines[header + 1:rule]}
     assert set(rows) == {"Empty-5x5", "GoToObject-6x6-N2"}
-    assert all(0.0 <= float(r[3]) <= 1.0 for r in rows.values())
+    assert rows["Empty-5x5"][3] == "yes" and rows["GoToObject-6x6-N2"][3] == "no"  # trained on, or not
+    assert all(0.0 <= float(r[4]) <= 1.0 for r in rows.values())
 
 
 def test_evaluate_rejects_a_path_that_is_not_a_run(tmp_path):
@@ -47,6 +75,31 @@ def test_help_documents_the_fields():
     for flag, text in [("--tasks", "Comma-separated task names"), ("--conditioning", "FiLM"),
                        ("--weighting", "uncertainty"), ("--bptt", "truncated BPTT")]:
         assert flag in out.stdout and text in out.stdout, flag
+
+
+def _flags(cls) -> list[str]:
+    return [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(cls) if f.name not in ("agent", "ppo")]
+
+
+def test_help_lists_every_option_with_its_choices_and_units():
+    text = " ".join(expect(_run("--help")).stdout.replace("│", " ").split())  # the box and its wrapping undone
+    for cls in (RunConfig, AgentConfig, PPOConfig):
+        for flag in _flags(cls):
+            assert f" {flag} " in text or f" {flag}, " in text, flag
+    for flag in ("--config PATH", "--resume RUN", "--list-tasks "):  # read before the config, listed all the same
+        assert flag in text, flag
+    assert f"--weighting {{{','.join(WEIGHTERS)}}}" in text
+    assert f"--advantage-norm {{{','.join(ADVANTAGE_NORMS)}}}" in text
+    assert "--target-kl FLOAT" in text and "{None}" not in text
+    for flag in ("--video-every", "--checkpoint-every", "--log-every"):
+        help_of = text.split(f" {flag} INT ")[1].split(" --")[0]
+        assert "One update is num_envs x num_steps frames" in help_of, flag
+
+
+def test_help_cut_short_by_a_closed_pipe_is_quiet():
+    out = subprocess.run(f"{sys.executable} train.py --help | head -1", shell=True, capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.stdout.startswith("usage: train.py") and "Traceback" not in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize(

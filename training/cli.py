@@ -36,7 +36,10 @@ class CliError(ValueError):
 def parse(cls: Any, argv: Sequence[str], *, description: str | None = None, default: Any = None, prog: str | None = None) -> T:
     """``tyro.cli`` on ``argv``; a :class:`CliError` with one line instead of tyro's box on bad input."""
     if any(arg in ("-h", "--help") for arg in argv):
-        return tyro.cli(cls, args=list(argv), default=default, description=description, prog=prog)
+        try:
+            return tyro.cli(cls, args=list(argv), default=default, description=description, prog=prog)
+        except BrokenPipeError:  # `--help | head`: the reader went away (see print_or_quit)
+            raise SystemExit(_quiet_broken_pipe()) from None
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
@@ -123,8 +126,13 @@ def print_or_quit(text: str) -> int:
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return 128 + int(signal.SIGPIPE)
+        return _quiet_broken_pipe()
     return 0
+
+
+def _quiet_broken_pipe() -> int:
+    """After a BrokenPipeError on stdout: point stdout at devnull (so the flush at exit is quiet); the status 141."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + int(signal.SIGPIPE)

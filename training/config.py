@@ -120,15 +120,15 @@ class RunConfig:
     threads: int = 0
     """CPU threads for torch; 0 = auto (training/threads.py): half the cores, so that a second process fits beside the run; 1 with async (the workers need the cores)."""
     video_every: int = 50
-    """Record one rollout video per task family every this many updates (0: never)."""
+    """Record rollout GIFs (one per open task family) at the first update, then every this many updates (0: never). One update is num_envs x num_steps frames (2,048 with the defaults)."""
     video_max_steps: int = 200
-    """Longest rollout video, in steps."""
+    """Frames of a rollout GIF at most (environment steps; short episodes follow one another up to it)."""
     init_from: str = ""
     """Start from the weights of a trained run (run folder or checkpoint file); the architecture must match."""
     freeze: Literal["none", "shared"] = "none"
     """shared: train only the task-specific parts (heads, gates, task embedding), keep encoder, mission encoder and shared trunk/experts fixed."""
     checkpoint_every: int = 50
-    """Write a checkpoint every this many updates (0: only at the end)."""
+    """Write a checkpoint every this many updates (0: only at the end). One update is num_envs x num_steps frames (2,048 with the defaults)."""
     keep_checkpoints: int = 3
     """Periodic checkpoints kept (oldest deleted first); final.pt is always kept."""
     run_name: str = ""
@@ -136,7 +136,7 @@ class RunConfig:
     runs_dir: str = "runs"
     """Parent folder of all runs."""
     log_every: int = 10
-    """Print per-task success on the console every this many updates."""
+    """Print the open tasks' success on the console every this many updates. One update is num_envs x num_steps frames (2,048 with the defaults)."""
     max_env_crashes: int = 10
     """Environment crashes (exceptions, dead workers) of one task tolerated; one more stops the run with a checkpoint."""
     max_bad_updates: int = 3
