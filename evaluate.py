@@ -58,6 +58,7 @@ from training.evaluation import (  # noqa: E402
 )
 from envs.wrappers import FAMILIES  # noqa: E402
 from training.logger import Logger, gif_bytes  # noqa: E402
+from training.remote import RemotePolicy  # noqa: E402
 
 
 DEVICES = "{auto,cpu,cuda,cuda:N}"
@@ -101,6 +102,10 @@ class EvalArgs:
     """Episodes recorded per task with --video, >= 0."""
     tensorboard: bool = True
     """Log the results as eval/ scalars into each run's TensorBoard."""
+    server: Annotated[str, tyro.conf.arg(metavar="URL")] = ""
+    """Take the actions from this run's agent served by serve.py at URL (http://127.0.0.1:8000) instead of running it here; same episodes and seeds, so --deterministic gives the local results exactly. '' = evaluate locally."""
+    token: Annotated[str, tyro.conf.arg(metavar="TOKEN")] = ""
+    """Bearer token for --server ('' = the OMNIGRID_TOKEN environment variable, if set)."""
 
 
 def _error(message: str) -> int:
@@ -227,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = [_label(run) for run in args.runs]
         if len(set(labels)) < len(labels):
             labels = [str(run) for run in args.runs]
+        remote = _remote(args, models, env_ids) if args.server else None
     except ValueError as err:
         return _error(str(err))
 
@@ -237,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         f"device {device}, {torch.get_num_threads()} CPU thread(s): {', '.join(str(c) for c in checkpoints)}"
     )
     settings = {"split": what, "episodes": args.episodes, "seed": args.seed, "deterministic": args.deterministic}
+    if remote is not None:
+        settings["server"] = remote.url
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     columns: dict[str, Column] = {}
     documents = []
@@ -264,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                     evaluate_target(
                         model, target, episodes=args.episodes, num_envs=args.num_envs, seed=args.seed,
                         deterministic=args.deterministic, video_episodes=args.video_episodes if args.video else 0,
-                        on_episode=on_episode, on_steps=on_steps,
+                        on_episode=on_episode, on_steps=on_steps, remote=remote,
                     )
                 )
             columns[label] = Column(results, trained_tasks(payload))
@@ -284,11 +292,34 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
         print("evaluate.py: interrupted; results written so far are kept.", file=sys.stderr)
         return 130
+    except RuntimeError as err:  # the server went away or refused mid-run
+        bar.close()
+        print(f"evaluate.py: stopped: {err}; results written so far are kept.", file=sys.stderr)
+        return 1
+    finally:
+        if remote is not None:
+            remote.close()
     bar.close()
     if args.json:
         document = documents[0] if len(documents) == 1 else {"format": documents[0]["format"], "runs": documents}
         print(f"results in {write_json(document, args.json)}")
     return cli.print_or_quit(_table(targets, columns))
+
+
+def _remote(args: EvalArgs, models: list, env_ids: list[str]) -> RemotePolicy:
+    """The served agent of ``--server``, checked to answer; ValueError (one line) when it cannot stand in for the run."""
+    if len(models) != 1:
+        raise ValueError(f"--server evaluates one run (the agent it serves); {len(models)} were given.")
+    if env_ids:
+        raise ValueError("--server takes registered tasks only (the server names tasks by registry name); drop --env.")
+    model = models[0]
+    if model.memory is not None:
+        raise ValueError("--server: agents with memory (memory=lstm) are not served; evaluate them locally.")
+    if tuple(model.space_info["image_shape"]) != (7, 7, 3):
+        raise ValueError("--server: the server takes MiniGrid's symbolic 7x7x3 view; this agent sees pixels (obs=rgb).")
+    remote = RemotePolicy(args.server, token=args.token or None)
+    remote.check()
+    return remote
 
 
 def _save_videos(folder: Path, results: list[EvalResult]) -> None:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -46,6 +46,9 @@ from agents.persist import CHECKPOINT_DIR
 from training.config import RunConfig
 from envs.tasks import get_task, list_tasks, make, make_external
 from envs.wrappers import FAMILIES, VOCAB, ObsMode
+
+if TYPE_CHECKING:
+    from training.remote import RemotePolicy
 
 JSON_FORMAT = "omnigrid-eval-1"
 SPLITS = ("train", "heldout", "all")
@@ -170,6 +173,7 @@ def evaluate_target(
     video_episodes: int = 0,
     on_episode: Callable[[], None] | None = None,
     on_steps: Callable[[int, int], None] | None = None,
+    remote: "RemotePolicy | None" = None,
 ) -> EvalResult:
     """Play ``episodes`` episodes of ``target`` with ``model`` (see the module doc for seeding).
 
@@ -183,6 +187,10 @@ def evaluate_target(
             whose limit grows with its mission) are not counted, so over the
             call ``played + released`` sums to :func:`step_budget` exactly: a
             progress bar's ``update(played)`` and ``total -= released``.
+        remote: take the actions from a served agent instead (``evaluate.py
+            --server``): the same episodes and seeds; greedy actions are the
+            server's, sampled ones are drawn here from its probabilities with
+            this target's generator, as the local agent's would be.
     """
     check_compatible(model, target)
     num_envs = min(num_envs, episodes)
@@ -205,11 +213,17 @@ def evaluate_target(
             state = model.initial_state(num_envs)
             starts = torch.ones(num_envs, dtype=torch.bool, device=model.device)
             while finished < episodes:
-                logits, state = model.action_logits(ObsBatch.from_numpy(obs, model.device), state, starts)
-                if deterministic:
-                    action = logits.argmax(-1)
+                if remote is not None:
+                    missions = [slot.unwrapped.mission for slot in env.envs]
+                    served, probs = remote.act(obs["image"], obs["direction"], missions, target.name, deterministic=deterministic)
+                    probs = torch.as_tensor(probs, dtype=torch.float32, device=model.device)
+                    action = torch.as_tensor(served) if deterministic else torch.multinomial(probs, 1, generator=generator).squeeze(-1)
                 else:
-                    action = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+                    logits, state = model.action_logits(ObsBatch.from_numpy(obs, model.device), state, starts)
+                    if deterministic:
+                        action = logits.argmax(-1)
+                    else:
+                        action = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
                 obs, rewards, terminated, truncated, info = env.step(action.cpu().numpy())
                 active = episode_of >= 0
                 returns[episode_of[active]] += rewards[active]
