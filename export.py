@@ -3,26 +3,34 @@
     python export.py runs/<run>                       # runs/<run>/export/policy.onnx
     python export.py runs/<run> --format torchscript  # runs/<run>/export/policy.pt (torch.jit.load)
     python export.py runs/<run>/checkpoints/final.pt --out policy.onnx
-    python serve.py runs/<run>/export/policy.onnx     # serve it without torch's checkpoint
+    python serve.py runs/<run>/export/policy.onnx     # serve it without the checkpoint
 
-The file needs neither the checkpoint nor this code: inputs ``image`` uint8
-(B, 7, 7, 3) (an obs=rgb agent: (B, 56, 56, 3)), ``direction`` int64 (B,),
-``mission`` int64 (B, L) token ids (envs.wrappers.tokenize, L the agent's
-mission_length, 16 by default), ``task`` int64 (B,), ``family`` int64 (B,);
-outputs ``logits`` float32 (B, 7) and ``value`` float32 (B,); any batch size B.
-An agent with memory=lstm also takes ``state_h``, ``state_c`` float32
-(B, hidden) (the previous step's next_state_*, zeros at first) and
-``episode_start`` bool (B,) (True: that row's state is reset first), and
-returns ``next_state_h``, ``next_state_c``. ONNX opset 17. The ONNX
-metadata_props (TorchScript: the extra file omnigrid.json) hold the format
-version (omnigrid-policy-1), mission_length, vocab_size, obs_mode,
-image_shape, num_tasks, needs_task, needs_family, memory, hidden_size, the
-names and the architecture. See agents/export.py.
+The file needs neither the checkpoint nor this code. ONNX opset 17; B, the
+batch size, is free; L is the agent's mission_length (16 by default):
+
+    inputs   image          uint8   (B, 7, 7, 3)   symbolic view; (B, 56, 56, 3) for an obs=rgb agent
+             direction      int64   (B,)
+             mission        int64   (B, L)         token ids, envs.wrappers.tokenize
+             task           int64   (B,)           task index (envs.TASKS order)
+             family         int64   (B,)           0 navigation, 1 recognition
+    outputs  logits         float32 (B, 7)         action logits
+             value          float32 (B,)
+    memory=lstm agents also:
+    inputs   state_h, state_c  float32 (B, hidden)  the previous step's next_state_*, zeros at first
+             episode_start     bool    (B,)         True where an episode begins (its state is reset)
+    outputs  next_state_h, next_state_c  float32 (B, hidden)
+
+Every input is fed, even one the architecture ignores. The ONNX file's
+metadata_props, and the TorchScript file's extra file omnigrid.json, hold what
+a server needs: format omnigrid-policy-1, mission_length, vocab_size,
+obs_mode, image_shape, num_tasks, num_actions, needs_task, needs_family,
+memory, hidden_size, the input and output names, and the architecture as
+JSON (agents/export.py).
 
 Bad input (a path that is neither a run folder nor a checkpoint, an unknown
---format, an --out that cannot be written) stops with one line on stderr and
-exit status 2 before any work; the file is written through a temporary file
-and renamed, so a failed export leaves nothing under --out.
+format, an --out that cannot be written) stops with one line on stderr and
+exit status 2 before any work. The file is written to a temporary file and
+renamed, so a failed export leaves nothing under the --out name.
 """
 
 from __future__ import annotations
@@ -109,9 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         path = writer(model, out)
     except OSError as err:
         return _error(f"cannot write {str(out)!r}: {err.strerror or err}.")
+    except export.ExportMismatch as err:
+        print(f"export.py: export failed, nothing written: {err}", file=sys.stderr)
+        return 1
     except Exception as err:  # the exporter's own failure: not the user's input
         first = (str(err).strip().splitlines() or [type(err).__name__])[-1]
-        print(f"export.py: export failed ({type(err).__name__}): {first}", file=sys.stderr)
+        print(f"export.py: export failed, nothing written ({type(err).__name__}): {first}", file=sys.stderr)
         return 1
 
     policy = export.PolicyModule(model)
@@ -124,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {path} ({what}, {path.stat().st_size / 1024:,.0f} KiB, {export.FORMAT}) from {checkpoint}",
         "  inputs:  " + ", ".join(f"{n} {_describe(shapes[n], dtypes[n])}" for n in policy.input_names()),
         "  outputs: " + ", ".join(f"{n} {_describe(outputs[n], 'float32')}" for n in policy.output_names()),
+        f"  checked: the file gives the agent's outputs (within {export.CHECK_TOLERANCE:g}) on {export.CHECK_ROWS} random"
+        " observations and on one (any batch size works)",
     ]
     if policy.recurrent:
         lines.append("  memory: feed the previous step's next_state_* as state_h/state_c (zeros at first) and "

@@ -49,12 +49,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agents.encoders import NUM_COLOR_IDS, NUM_OBJECT_IDS, NUM_STATE_IDS
 from agents.heads import NUM_ACTIONS
-from agents.model import MultiTaskActorCritic
+from agents.model import MultiTaskActorCritic, ObsBatch
 from agents.sharing import NUM_FAMILIES, PLE
 
 INPUT_NAMES: tuple[str, ...] = ("image", "direction", "mission", "task", "family")
@@ -212,6 +214,79 @@ class PolicyModule(nn.Module):
         return tuple(inputs)
 
 
+CHECK_ROWS = 64
+CHECK_TOLERANCE = 1e-4
+"""Largest absolute difference an export may show against the agent on :func:`sample_inputs`."""
+
+
+class ExportMismatch(RuntimeError):
+    """An exported file computes something other than the agent (a bug of the export, not of the input)."""
+
+
+def sample_inputs(model: MultiTaskActorCritic, batch: int = CHECK_ROWS, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random valid inputs by name (numpy): cell ids in MiniGrid's ranges, missions of every length 0..L.
+
+    With memory, random ``state_h``/``state_c`` too (zeros would hide the recurrent weights)
+    and ``episode_start`` True on every third row.
+    """
+    info = model.space_info
+    rng = np.random.default_rng(seed)
+    shape = tuple(info["image_shape"])
+    if shape == (7, 7, 3):
+        highs = np.array([NUM_OBJECT_IDS, NUM_COLOR_IDS, NUM_STATE_IDS])
+        image = (rng.random((batch, *shape)) * highs).astype(np.uint8)
+    else:
+        image = rng.integers(0, 256, (batch, *shape), dtype=np.uint8)
+    length = int(info["mission_length"])
+    mission = rng.integers(1, int(info["vocab_size"]), (batch, length), dtype=np.int64)
+    mission[np.arange(length)[None, :] >= (np.arange(batch) % (length + 1))[:, None]] = 0  # 0-padded at the end
+    feed = {
+        "image": image,
+        "direction": rng.integers(0, 4, batch, dtype=np.int64),
+        "mission": mission,
+        "task": rng.integers(0, int(info["num_tasks"]), batch, dtype=np.int64),
+        "family": rng.integers(0, NUM_FAMILIES, batch, dtype=np.int64),
+    }
+    if model.memory is not None:
+        hidden = model.config.hidden_size
+        feed["state_h"] = rng.standard_normal((batch, hidden), dtype=np.float32)
+        feed["state_c"] = rng.standard_normal((batch, hidden), dtype=np.float32)
+        feed["episode_start"] = np.arange(batch) % 3 == 0  # row 0 starts an episode: the batch of 1 checks the reset
+    return feed
+
+
+def reference_outputs(model: MultiTaskActorCritic, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """What the agent itself answers on ``feed``: logits, values (and the next state), as an export's outputs."""
+    obs = ObsBatch.from_numpy({k: feed[k] for k in INPUT_NAMES}, model.device)
+    state = (torch.from_numpy(feed["state_h"]), torch.from_numpy(feed["state_c"])) if "state_h" in feed else None
+    starts = torch.from_numpy(feed["episode_start"]) if "episode_start" in feed else None
+    with torch.no_grad():
+        logits, next_state = model.action_logits(obs, state, starts)
+        value = model.value(obs, state, starts)
+    return [logits.cpu().numpy(), value.cpu().numpy(), *(s.cpu().numpy() for s in next_state or ())]
+
+
+def check_outputs(model: MultiTaskActorCritic, run: Any, *, batch: int = CHECK_ROWS) -> float:
+    """Run an export (``run(feed) -> outputs``) on :func:`sample_inputs`, at ``batch`` rows and at 1; the largest difference.
+
+    Raises:
+        ExportMismatch: a difference above :data:`CHECK_TOLERANCE`, or other shapes than the agent's.
+    """
+    feed = sample_inputs(model, batch)
+    worst = 0.0
+    for rows in (slice(None), slice(0, 1)):
+        part = {k: v[rows] for k, v in feed.items()}
+        got, want = run(part), reference_outputs(model, part)
+        for name, g, w in zip(PolicyModule(model).output_names(), got, want):
+            g = np.asarray(g)
+            if g.shape != w.shape or g.dtype != np.float32:
+                raise ExportMismatch(f"output {name} is {g.dtype} {g.shape}; the agent gives float32 {w.shape}.")
+            worst = max(worst, float(np.abs(g - w).max()))
+    if worst > CHECK_TOLERANCE:
+        raise ExportMismatch(f"the export departs from the agent by {worst:.2e} (> {CHECK_TOLERANCE:g}) on random inputs.")
+    return worst
+
+
 def metadata(model: MultiTaskActorCritic) -> dict[str, str]:
     """What a server needs without the checkpoint, as strings (ONNX ``metadata_props``)."""
     info = model.space_info
@@ -276,10 +351,13 @@ def _keep_inputs(proto: Any, policy: PolicyModule, names: tuple[str, ...]) -> No
     proto.graph.input.extend(ordered)
 
 
-def export_onnx(model: MultiTaskActorCritic, path: str | os.PathLike) -> Path:
+def export_onnx(model: MultiTaskActorCritic, path: str | os.PathLike, *, check: bool = True) -> Path:
     """Write ``model``'s policy to ``path`` as ONNX (opset :data:`OPSET`), atomically; returns the path.
 
-    The model is moved to the CPU and put in eval mode.
+    The model is moved to the CPU and put in eval mode. With ``check``, the
+    written file is run (onnxruntime) on :func:`sample_inputs` before it gets
+    its name, and an :class:`ExportMismatch` is raised, nothing published, if
+    it departs from the agent by more than :data:`CHECK_TOLERANCE`.
     """
     import onnx
 
@@ -304,6 +382,9 @@ def export_onnx(model: MultiTaskActorCritic, path: str | os.PathLike) -> Path:
         proto.producer_name = "omnigrid"
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
+        if check:
+            session = load_onnx_session(tmp)
+            check_outputs(model, lambda feed: session.run(list(names_out), feed))
         _publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -311,10 +392,11 @@ def export_onnx(model: MultiTaskActorCritic, path: str | os.PathLike) -> Path:
     return path
 
 
-def export_torchscript(model: MultiTaskActorCritic, path: str | os.PathLike) -> Path:
+def export_torchscript(model: MultiTaskActorCritic, path: str | os.PathLike, *, check: bool = True) -> Path:
     """Write ``model``'s policy to ``path`` as traced TorchScript (``torch.jit.load``), atomically; returns the path.
 
-    :func:`metadata` travels as the extra file ``omnigrid.json``.
+    :func:`metadata` travels as the extra file ``omnigrid.json``. ``check``: as
+    :func:`export_onnx`, on the reloaded file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -326,6 +408,15 @@ def export_torchscript(model: MultiTaskActorCritic, path: str | os.PathLike) -> 
             traced = torch.jit.trace(policy, policy.example_inputs(), check_trace=False)
             extra = {METADATA_FILE: json.dumps(metadata(model), sort_keys=True)}
             torch.jit.save(traced, str(tmp), _extra_files=extra)
+        if check:
+            module, _ = load_torchscript(tmp)
+            names = policy.input_names()
+
+            def run(feed: dict[str, Any]) -> list[Any]:
+                with torch.no_grad():
+                    return [t.numpy() for t in module(*(torch.from_numpy(feed[k]) for k in names))]
+
+            check_outputs(model, run)
         _publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

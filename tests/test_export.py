@@ -57,25 +57,26 @@ def _agent(config: AgentConfig, *, obs: str = "symbolic", seed: int = 0) -> Mult
     return model.eval()
 
 
-def _reference(model, data, state=None):
+def _reference(model, data, state=None, starts=None):
     """The agent's own logits, values and next state on ``data``."""
     obs = ObsBatch.from_numpy(data, "cpu")
     with torch.no_grad():
-        logits, next_state = model.action_logits(obs, state)
-        value = model.value(obs, state)
+        logits, next_state = model.action_logits(obs, state, starts)
+        value = model.value(obs, state, starts)
     return logits.numpy(), value.numpy(), next_state
 
 
 def _feeds(model, data, seed: int = 1):
-    """The inputs by name, and the agent's (h, c) state (random, so memory matters) or None."""
+    """The inputs by name, the agent's (h, c) state (random, so memory matters) or None, and episode starts or None."""
     feed = {k: data[k] for k in export.INPUT_NAMES}
-    state = None
+    state = starts = None
     if model.memory is not None:
         g = torch.Generator().manual_seed(seed)
         n, hidden = len(data["image"]), model.config.hidden_size
         state = (torch.randn(n, hidden, generator=g), torch.randn(n, hidden, generator=g))
-        feed.update(state_h=state[0].numpy(), state_c=state[1].numpy())
-    return feed, state
+        starts = torch.rand(n, generator=g) < 0.3
+        feed.update(state_h=state[0].numpy(), state_c=state[1].numpy(), episode_start=starts.numpy())
+    return feed, state, starts
 
 
 def _check(outputs, reference, rows=None):
@@ -105,8 +106,8 @@ CONFIGS = {
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_onnx_and_torchscript_match_the_agent(name, batch, tmp_path):
     model = _agent(CONFIGS[name])
-    feed, state = _feeds(model, batch)
-    reference = _reference(model, batch, state)
+    feed, state, starts = _feeds(model, batch)
+    reference = _reference(model, batch, state, starts)
     assert np.abs(reference[0]).max() > 0.5, "logits too small to tell a wrong graph"
 
     onnx_path = export.export_onnx(model, tmp_path / "p.onnx")
@@ -131,10 +132,16 @@ def test_onnx_and_torchscript_match_the_agent(name, batch, tmp_path):
     assert int(meta["vocab_size"]) == model.space_info["vocab_size"]
     assert json.loads(meta["config"])["sharing"] == CONFIGS[name].sharing
     assert json.loads(meta["input_names"]) == list(names_in)
+    assert json.loads(meta["needs_family"]) == (CONFIGS[name].sharing == "ple")
+    assert json.loads(meta["needs_task"]) == (CONFIGS[name].task_embedding or CONFIGS[name].conditioning == "task-id")
 
     _check(session.run(list(names_out), feed), reference)
     with torch.no_grad():
         _check(module(*(torch.from_numpy(feed[k]) for k in names_in)), reference)
+    if starts is not None:  # both kinds of row are in the batch, and the reset changes the outputs
+        assert 0 < int(starts.sum()) < len(starts)
+        _, _, kept = _reference(model, batch, state)
+        assert not torch.allclose(kept[0][starts], reference[2][0][starts])
     # Batch size 1, a row of each task (the graph was traced on 2 rows).
     for row in range(0, len(batch["image"]), STEPS_PER_TASK):
         one = {k: v[row : row + 1] for k, v in feed.items()}
@@ -154,6 +161,29 @@ def test_rgb_agent_exports(tmp_path):
     module, _ = export.load_torchscript(export.export_torchscript(model, tmp_path / "rgb.pt"))
     with torch.no_grad():
         _check(module(*(torch.from_numpy(data[k]) for k in export.INPUT_NAMES)), reference)
+
+
+@pytest.mark.parametrize("writer", ["export_onnx", "export_torchscript"])
+def test_an_export_that_departs_from_the_agent_is_not_written(writer, tmp_path, monkeypatch):
+    def last_position(self, tokens):  # a plausible bug: the GRU's state after the padding, not the last word
+        encoder = self.model.conditioning.mission
+        return encoder.gru(encoder.embed(tokens))[0][:, -1]
+
+    monkeypatch.setattr(export.PolicyModule, "_mission", last_position)
+    with pytest.raises(export.ExportMismatch, match="departs from the agent"):
+        getattr(export, writer)(_agent(AgentConfig()), tmp_path / "p")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_inputs_cover_every_mission_length():
+    model = _agent(AgentConfig(memory="lstm"))
+    feed = export.sample_inputs(model, 40)
+    lengths = (feed["mission"] != 0).sum(1)
+    assert set(lengths.tolist()) == set(range(17))
+    assert ((feed["mission"] != 0).cumprod(1).sum(1) == lengths).all(), "padding only at the end"
+    assert tuple(feed) == export.INPUT_NAMES + export.STATE_INPUT_NAMES
+    assert feed["episode_start"].dtype == np.bool_ and 0 < feed["episode_start"].sum() < 40
+    assert feed["image"][..., 0].max() < 11 and feed["image"][..., 1].max() < 6 and feed["image"][..., 2].max() < 3
 
 
 def test_load_onnx_session_refuses_a_missing_file(tmp_path):
@@ -186,6 +216,7 @@ def test_cli_round_trip(run_dir, batch, tmp_path):
         assert f" {name} " in lines[1], done.stdout
     for name in export.OUTPUT_NAMES:
         assert f" {name} " in lines[2], done.stdout
+    assert lines[3].startswith("  checked: "), done.stdout
     session = export.load_onnx_session(default)
     _check(session.run(list(export.OUTPUT_NAMES), batch), reference)
 
