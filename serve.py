@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.ray:
         from serving.ray_app import serve_on_ray
 
+        _bind(args.host, args.port).close()  # a port in use fails here, in one line, before Ray starts
+
         serve_on_ray(args.model, config, host=args.host, port=args.port, min_replicas=args.min_replicas, max_replicas=args.max_replicas)
         return
 
