@@ -118,15 +118,17 @@ class OnnxBackend:
             first = (str(err).splitlines() or [type(err).__name__])[0]
             raise ValueError(f"{str(path)!r} is not a readable ONNX model: {first}") from None
         inputs = {i.name: i for i in self.session.get_inputs()}
-        missing = [f for f in FIELDS if f not in inputs]
-        if missing:
-            raise ValueError(f"{str(path)!r} lacks the inputs {missing}; export it with agents.export.")
+        other = [name for name in inputs if name not in FIELDS]
+        if other or "mission" not in inputs:
+            raise ValueError(f"{str(path)!r} takes the inputs {list(inputs)}; serve.py serves memory=none exports "
+                             f"fed {list(FIELDS)} (export one with python export.py).")
+        self.inputs = [f for f in FIELDS if f in inputs]  # an export may leave out what its agent ignores (task, family)
         length = inputs["mission"].shape[-1]
         self.mission_length = int(length) if isinstance(length, int) else DEFAULT_MISSION_LENGTH
         self.description = str(path)
 
     def forward(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-        logits, values = self.session.run(["logits", "value"], {f: getattr(batch, f) for f in FIELDS})
+        logits, values = self.session.run(["logits", "value"], {f: getattr(batch, f) for f in self.inputs})
         return np.asarray(logits), np.asarray(values).reshape(-1)
 
 

@@ -297,3 +297,20 @@ def test_bad_command_lines_fail_in_one_line(run, args, words):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and lines[-1].startswith("serve.py: error: ") and words in lines[-1], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_onnx_export_serves_the_same_answers(run, recorded, tmp_path):
+    export = pytest.importorskip("agents.export")
+    pytest.importorskip("onnxruntime")
+    from agents.persist import load
+
+    path = export.export_onnx(load(run), tmp_path / "model.onnx")
+    bodies, greedy, probs, _ = recorded
+    s = Server(path, log=tmp_path / "stderr.txt")
+    try:
+        answer = httpx.post(f"{s.url}/v1/act", json={"observations": bodies[:64], "deterministic": True}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["actions"] == greedy[:64].tolist()
+        np.testing.assert_allclose(answer.json()["probs"], probs[:64], atol=1e-5)
+    finally:
+        assert s.stop() == 0, s.stderr()
