@@ -212,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--{name.replace('_', '-')}={value} must be a positive integer.")
         if args.video_episodes < 0:
             raise ValueError(f"--video-episodes={args.video_episodes} must be >= 0.")
+        torch_threads = threads.resolve_threads(args.threads, role="evaluate")  # bad numbers first, then paths
         checkpoints = [resolve_checkpoint(run) for run in args.runs]  # a mistyped path fails before any work
-        torch.set_num_threads(threads.resolve_threads(args.threads, role="evaluate"))
+        torch.set_num_threads(torch_threads)
         device = _device(args.device)
         if args.json:
             if Path(args.json).is_dir():
