@@ -80,3 +80,15 @@ def test_rollout_videos_are_animated_gifs_served_by_tensorboard(run_dir, tmp_pat
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_the_first_update_records_a_gif_then_every_video_every(tmp_path):
+    # Six updates of 256 frames with --video-every 4: GIFs at the first update (256 frames) and the fourth (1,024),
+    # so the Images tab has something from the first minute instead of after 50 updates.
+    config = RunConfig(tasks="Empty-5x5,GoToDoor-5x5", frames=1536, num_envs=4, seed=0, runs_dir=str(tmp_path),
+                       run_name="early", threads=1, video_every=4, video_max_steps=30)
+    config.ppo.num_steps, config.ppo.batch_size = 64, 128
+    Trainer(config, progress=False).run()
+    events = EventAccumulator(str(tmp_path / "early"), size_guidance={"images": 0}).Reload()
+    for family in ("navigation", "recognition"):
+        assert [e.step for e in events.Images(f"videos/{family}")] == [256, 1024], family
