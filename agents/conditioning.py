@@ -206,6 +206,10 @@ class Conditioning(nn.Module):
 
     def forward(self, encoder: nn.Module, image, direction, mission, task):
         ctx = self.context(mission, task)
+        return self.features(encoder, image, direction, ctx), ctx
+
+    def features(self, encoder: nn.Module, image, direction, ctx: torch.Tensor) -> torch.Tensor:
+        """The conditioned features ``(B, hidden)`` for a given context (agents.export brings a traceable one)."""
         modulate = None
         if self.film is not None:
             film = self.film
@@ -216,7 +220,7 @@ class Conditioning(nn.Module):
         parts = [encoder(image, modulate), self.direction(direction)]
         if self.kind in ("concat", "task-id"):
             parts.append(ctx)
-        return self.project(torch.cat(parts, dim=1)), ctx
+        return self.project(torch.cat(parts, dim=1))
 
 
 CONDITIONINGS: dict[str, str] = {

@@ -159,19 +159,9 @@ class PolicyModule(nn.Module):
 
         ``episode_start`` bool ``(B,)`` (memory only; None: no row starts an episode).
         """
-        model, cond = self.model, self.model.conditioning
+        model = self.model
         ctx = self._context(mission, task)
-        modulate = None
-        if cond.film is not None:
-            film = cond.film
-
-            def modulate(i: int, x: torch.Tensor) -> torch.Tensor:
-                return film[str(i)](x, ctx) if str(i) in film else x
-
-        parts = [model.encoder(image, modulate), cond.direction(direction)]
-        if cond.kind in ("concat", "task-id"):
-            parts.append(ctx)
-        z = cond.project(torch.cat(parts, dim=1))
+        z = model.conditioning.features(model.encoder, image, direction, ctx)
         if self.recurrent:
             assert state_h is not None and state_c is not None, "an agent with memory needs state_h and state_c"
             if episode_start is not None:  # a new episode forgets the previous one (MultiTaskActorCritic._remember)
