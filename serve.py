@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     sock = _bind(args.host, args.port)
     import uvicorn
 
+    from serving import freeze_startup_heap
     from serving.app import Service, create_app
 
     app = create_app(Service(backend, config))
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler found before it:
     # a quiet one for SIGTERM (exit 0), KeyboardInterrupt for Ctrl-C (caught below)
     signal.signal(signal.SIGTERM, lambda *_: None)
+    freeze_startup_heap()
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:

@@ -282,6 +282,12 @@ class MultiTaskActorCritic(nn.Module):
         return self.actor(towers["policy"]), state
 
     @torch.no_grad()
+    def logits_and_value(self, obs: ObsBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, 7)`` and values ``(B,)`` from one pass of the trunk (a memory-less agent, as served)."""
+        towers, _ = self._heads_input(obs)
+        return self.actor(towers["policy"]), self.critic(towers["value"])
+
+    @torch.no_grad()
     def value(self, obs: ObsBatch, state=None, episode_start=None) -> torch.Tensor:
         """State values ``(B,)`` (for bootstrapping truncated episodes)."""
         towers, _ = self._heads_input(obs, state, episode_start)

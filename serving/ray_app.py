@@ -110,12 +110,14 @@ def build(model: str, config: ServeConfig, *, min_replicas: int, max_replicas: i
     class Policy:
         def __init__(self, model_path: str, serve_config: ServeConfig) -> None:
             import serving.ray_app as here  # this class travels by value: reach the module's own _CURRENT, not a copy
+            from serving import freeze_startup_heap
             from serving.runtime import load_backend
 
             service = Service(load_backend(model_path), serve_config)
             service.batcher = _RayBatcher(self.forward)
             here._CURRENT["service"] = service
             self.service = service
+            freeze_startup_heap()  # see serving.freeze_startup_heap: the collector's pauses were the p99
 
         @serve.batch(max_batch_size=config.max_batch, batch_wait_timeout_s=config.batch_window_ms / 1e3)
         async def forward(self, batches: list[Batch]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -95,8 +95,7 @@ class TorchBackend:
         torch = self._torch
         obs = ObsBatch(*(torch.from_numpy(getattr(batch, f)) for f in FIELDS))
         with torch.inference_mode(), remember_missions(self.model):
-            logits, _ = self.model.action_logits(obs)
-            values = self.model.value(obs)
+            logits, values = self.model.logits_and_value(obs)  # one trunk pass (two cost 1.4x at batch 1)
         return logits.numpy(), values.numpy()
 
 

@@ -43,7 +43,17 @@ def test_serve_load_bench_runs_and_checks_every_answer(run, tmp_path):
     out = python(ROOT / "bench" / "serve_load.py", "--run", run, "--seconds", "0.5", "--rounds", "1",
                  "--connections", "1", "4", "--observations", "60", timeout=300)
     expect(out)
-    rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("batched ", "unbatched "))]
-    assert {(r[0], r[1]) for r in rows} == {("batched", "1"), ("batched", "4"), ("unbatched", "1"), ("unbatched", "4")}
-    assert all(r[-1] == "0" and r[-2] == "0" for r in rows), out.stdout  # no wrong answers, no errors
-    assert "micro-batching at 4 connections" in out.stdout
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("torch ", "onnx "))]
+    assert {tuple(r[:3]) for r in rows} == {(runtime, server, conns) for runtime in ("torch", "onnx")
+                                            for server in ("batched", "unbatched") for conns in ("1", "4")}, out.stdout
+    assert all(r[-1] == "0" and r[-2] == "0" and int(r[-3].replace(",", "")) > 0 for r in rows), out.stdout  # answered, none wrong
+    for runtime in ("torch", "onnx"):
+        assert f"{runtime}: micro-batching at 4 connections" in out.stdout
+
+
+def test_serve_load_bench_with_the_httpx_client(run):
+    out = expect(python(ROOT / "bench" / "serve_load.py", "--run", run, "--seconds", "0.3", "--rounds", "1", "--runtimes", "torch",
+                        "--client", "httpx", "--connections", "2", "--observations", "20", timeout=300))
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("torch ")]
+    assert len(rows) == 2 and all(r[-1] == "0" and r[-2] == "0" for r in rows), out.stdout
+    assert "client: httpx" in out.stdout
