@@ -77,6 +77,9 @@ class PLE(nn.Module):
         # Expert k belongs to group owner[k]: -1 shared, 0..F-1 a family.
         owner = [-1] * num_experts + [f for f in range(NUM_FAMILIES) for _ in range(num_experts)]
         self.register_buffer("owner", torch.tensor(owner), persistent=False)
+        # The same as Python bools: an `if` on a tensor element is a device read per expert, and tracing
+        # (agents.traceable, the ONNX export) would freeze it.
+        self._shared = [o == -1 for o in owner]
         total = len(owner)
         self.levels = nn.ModuleList()
         for level in range(num_levels):
@@ -105,7 +108,7 @@ class PLE(nn.Module):
         for i, experts in enumerate(self.levels):
             # A family's experts read that family's path; shared experts read the shared path.
             outs = torch.stack(
-                [e(shared_in if self.owner[k] == -1 else family_in) for k, e in enumerate(experts)], dim=1
+                [e(shared_in if self._shared[k] else family_in) for k, e in enumerate(experts)], dim=1
             )
             if i == len(self.levels) - 1:
                 return {head: self._mix(gate(context), own, outs) for head, gate in self.head_gates.items()}
@@ -114,7 +117,9 @@ class PLE(nn.Module):
             family_paths = torch.stack(
                 [self._mix(next(gates)(context), own, outs) for _ in range(NUM_FAMILIES)], dim=1
             )
-            family_in = family_paths[torch.arange(x.shape[0], device=x.device), family]
+            # Each sample's own family path, by a gather (what tracing follows for any batch size).
+            index = family.view(-1, 1, 1).expand(-1, 1, family_paths.shape[-1])
+            family_in = family_paths.gather(1, index).squeeze(1)
             shared_in = self._mix(next(gates)(context), everything, outs)
         raise AssertionError("PLE has no levels")
 

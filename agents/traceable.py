@@ -22,8 +22,8 @@ two more outputs, ``next_state_h`` and ``next_state_c``
 The agent's own forward cannot be traced: its mission encoder deduplicates
 rows with numpy and caches embeddings. :class:`PolicyModule` computes the same
 function from the agent's submodules with traceable torch ops (the GRU over
-every row at the padded length, each row's state after its last word), and
-PLE's family routing with a gather instead of Python indexing.
+every row at the padded length, each row's state after its last word); the
+rest (encoder, conditioning, sharing, heads) traces as it is.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.model import MultiTaskActorCritic
-from agents.sharing import NUM_FAMILIES, PLE
 
 INPUT_NAMES: tuple[str, ...] = ("image", "direction", "mission", "task", "family")
 OUTPUT_NAMES: tuple[str, ...] = ("logits", "value")
@@ -61,9 +60,6 @@ class PolicyModule(nn.Module):
         super().__init__()
         self.model = model
         self.recurrent = model.memory is not None
-        sharing = model.sharing
-        # PLE's expert owners as Python ints: a traced `if owner[k] == -1` would be a tensor read.
-        self._owner = [int(o) for o in sharing.owner.tolist()] if isinstance(sharing, PLE) else None
 
     # ------------------------------------------------------------- mission
     def _mission(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -89,26 +85,6 @@ class PolicyModule(nn.Module):
             ctx = cond.task(task) if ctx is None else ctx + cond.task(task)
         assert ctx is not None, "a conditioning has a mission encoder or a task embedding"
         return ctx
-
-    # ------------------------------------------------------------- sharing
-    def _ple(self, x: torch.Tensor, ctx: torch.Tensor, family: torch.Tensor) -> dict[str, torch.Tensor]:
-        """:meth:`agents.sharing.PLE.forward` with the family path picked by a gather."""
-        ple = self.model.sharing
-        own = ple._mask(family)
-        everything = torch.ones_like(own)
-        shared_in, family_in = x, x
-        gates = iter(ple.inner_gates)
-        for i, experts in enumerate(ple.levels):
-            outs = torch.stack(
-                [e(shared_in if self._owner[k] == -1 else family_in) for k, e in enumerate(experts)], dim=1
-            )
-            if i == len(ple.levels) - 1:
-                return {head: ple._mix(gate(ctx), own, outs) for head, gate in ple.head_gates.items()}
-            paths = torch.stack([ple._mix(next(gates)(ctx), own, outs) for _ in range(NUM_FAMILIES)], dim=1)
-            index = family.view(-1, 1, 1).expand(-1, 1, paths.shape[-1])
-            family_in = paths.gather(1, index).squeeze(1)
-            shared_in = ple._mix(next(gates)(ctx), everything, outs)
-        raise AssertionError("PLE has no levels")
 
     def _lstm(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``nn.LSTMCell`` written out (its fused op exports as a chunk of unknown size). Gates in torch's order i, f, g, o."""
@@ -145,7 +121,7 @@ class PolicyModule(nn.Module):
                 state_h, state_c = state_h * keep, state_c * keep
             state_h, state_c = self._lstm(z, state_h, state_c)
             z = state_h
-        towers = self._ple(z, ctx, family) if self._owner is not None else model.sharing(z, ctx, family)
+        towers = model.sharing(z, ctx, family)  # every sharing traces as it is (PLE routes families by a gather)
         logits, value = model.actor(towers["policy"]), model.critic(towers["value"])
         if self.recurrent:
             return logits, value, state_h, state_c

@@ -238,12 +238,11 @@ def summary(results: dict, connections: list[int], runtimes: list[str]) -> None:
               f"{sum(o['requests'] for o in outs):>10,}{sum(o['errors'] for o in outs):>8}{sum(o['wrong'] for o in outs):>7}")
     top, one = max(connections), min(connections)
     for runtime in runtimes:
-        med = {(name, c): statistics.median(o["rps"] for o in results[(runtime, name, c)])
-               for name in ("batched", "unbatched") for c in (top, one)}
+        rps = {name: statistics.median(o["rps"] for o in results[(runtime, name, top)]) for name in ("batched", "unbatched")}
         p99 = statistics.median(o["p99"] for o in results[(runtime, "batched", top)])
         p50 = statistics.median(o["p50"] for o in results[(runtime, "batched", one)])
-        print(f"{runtime}: micro-batching at {top} connections: {med[('batched', top)] / med[('unbatched', top)]:.2f}x "
-              f"the requests/s of one forward pass per request; batched {med[('batched', top)]:,.0f} actions/s at "
+        print(f"{runtime}: micro-batching at {top} connections: {rps['batched'] / rps['unbatched']:.2f}x "
+              f"the requests/s of one forward pass per request; batched {rps['batched']:,.0f} actions/s at "
               f"{top} connections, p99 {p99:.1f} ms; {one} connection{'s' if one > 1 else ''} p50 {p50:.2f} ms")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from envs.tasks import TASKS
-from envs.wrappers import FAMILIES, TOKEN_IDS, _WORD
+from envs.wrappers import FAMILIES, TOKEN_IDS, _WORD, tokenize
 from serving.runtime import IMAGE_SHAPE, Batch
 
 try:
@@ -73,8 +73,7 @@ class Parser:
                                            f"(envs.wrappers.VOCAB).{_close(unknown[0], TOKEN_IDS)}")
         if not words:
             raise RequestError(422, field, f"{mission!r} holds no words.")
-        ids = np.zeros(self.mission_length, dtype=np.int64)
-        ids[: min(len(words), self.mission_length)] = [TOKEN_IDS[w] for w in words[: self.mission_length]]
+        ids = tokenize(mission, self.mission_length)  # every word known: the ids the agent saw in training
         if len(self._missions) < 100_000:  # missions are few; the bound keeps a hostile client from growing it
             self._missions[mission] = ids
         return ids
