@@ -14,9 +14,9 @@ stay on: one pass over the rollout's ``(T, N)`` tensors, no forward pass.
   handful of rows weighs little in the minibatch's mean (by design: its share
   of the slots).
 
-The policy entropy per task is ``losses/entropy/<task>`` (the loss term), and
+The policy entropy per task is ``train/loss/entropy/<task>`` (the loss term), and
 the share of minibatch steps whose gradient norm was clipped is
-``charts/clipped_share``, both from :meth:`agents.ppo.MultiTaskPPO.update`.
+``train/clipped_share``, both from :meth:`agents.ppo.MultiTaskPPO.update`.
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ def _recognition(ppo: "MultiTaskPPO", mb: Minibatch, out: EvalOutput, extra: Any
     if not measure:
         return terms, {}
     acc = recognition_accuracy(out.recognition, labels, target)
-    return terms, {f"aux/recognition_{k}_accuracy": v for k, v in acc.items()}
+    return terms, {f"train/aux/recognition_{k}_accuracy": v for k, v in acc.items()}
 
 
 def _reward_sample(ppo: "MultiTaskPPO"):
@@ -188,7 +188,7 @@ def _reward(ppo: "MultiTaskPPO", mb: Minibatch, out: EvalOutput, labels: torch.T
     terms = reward_loss(out.reward, labels, focal_gamma=ppo.config.reward_focal_gamma)
     if not measure:
         return terms, {}
-    return terms, {"aux/reward_accuracy": (out.reward.argmax(-1) == labels).float().mean().item()}
+    return terms, {"train/aux/reward_accuracy": (out.reward.argmax(-1) == labels).float().mean().item()}
 
 
 AUX_LOSSES: dict[str, AuxHead] = {
@@ -260,9 +260,9 @@ class MultiTaskPPO:
         """One PPO update on a full buffer (advantages already computed).
 
         Returns:
-            Mean statistics over minibatches: ``losses/<term>`` (PPO terms per
-            task, auxiliary terms), ``weights/<loss>``, ``aux/*`` accuracies,
-            ``charts/approx_kl``, ``charts/clipfrac``, ``charts/grad_norm``.
+            Mean statistics over minibatches: ``train/loss/<term>`` (PPO terms per
+            task, auxiliary terms), ``weights/<loss>``, ``train/aux/*`` accuracies,
+            ``train/approx_kl``, ``train/clipfrac``, ``train/grad_norm``.
         """
         cfg = self.config
         if self.reward_store is not None:
@@ -338,7 +338,7 @@ class MultiTaskPPO:
                     what = f"loss terms {', '.join(bad)}" if bad else ("loss" if not torch.isfinite(loss) else "gradient")
                     if finite:
                         what = "loss or gradient on another rank"
-                    raise NonFiniteLoss(f"non-finite {what} at epoch {epoch + 1}, minibatch {counts['losses/total'] + 1}")
+                    raise NonFiniteLoss(f"non-finite {what} at epoch {epoch + 1}, minibatch {counts['train/loss/total'] + 1}")
                 self.collectives.average_gradients(self.weighter.parameters())  # DDP averages the model's
                 self.optimizer.step()
 
@@ -348,15 +348,15 @@ class MultiTaskPPO:
                     if cfg.target_kl is not None:  # every rank must stop at the same minibatch
                         approx_kl = self.collectives.mean(approx_kl)
                     clipfrac = ((log_ratio.exp() - 1).abs() > cfg.clip_coef).float().mean().item()
-                log("charts/approx_kl", approx_kl)
-                log("charts/clipfrac", clipfrac)
+                log("train/approx_kl", approx_kl)
+                log("train/clipfrac", clipfrac)
                 norm = float(grad_norm)
-                log("charts/grad_norm", norm)
-                log("charts/clipped_share", float(norm > cfg.max_grad_norm))
-                log("losses/total", loss.item())
+                log("train/grad_norm", norm)
+                log("train/clipped_share", float(norm > cfg.max_grad_norm))
+                log("train/loss/total", loss.item())
                 # One device sync for all terms, not one per term.
                 for key, value in zip(terms, torch.stack([t.detach() for t in terms.values()]).tolist()):
-                    log(f"losses/{key}", value)
+                    log(f"train/loss/{key}", value)
                 for key, weight in self.weighter.weights().items():
                     log(f"weights/{key}", weight)
                 if cfg.target_kl is not None and approx_kl > cfg.target_kl:
@@ -367,7 +367,7 @@ class MultiTaskPPO:
         self.weighter.end_update()
         self.collectives.broadcast_module_state(self.weighter)  # rank 0's loss weights for every rank
         stats = {name: sums[name] / counts[name] for name in sums}
-        stats["charts/early_stop"] = float(stop)
+        stats["train/early_stop"] = float(stop)
         stats.update(diagnostics)
         return stats
 

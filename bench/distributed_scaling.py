@@ -4,7 +4,7 @@ Each measurement is a real training job: ``python train.py`` for one process
 and ``torchrun --standalone --nproc-per-node N train.py`` for N, with the same
 tasks, ``num_envs`` per rank, rollout, minibatch and epochs (so N processes
 collect N times the frames per update). Frames/s is the run's own
-``charts/fps`` at its end (all ranks' frames over the training loop's wall
+``train/fps`` at its end (all ranks' frames over the training loop's wall
 time, start-up excluded); wall time is the whole command's. Runs alternate
 (1, N, 1, N, ...) so that machine noise hits both alike; the median is
 reported. On a GPU machine, ``--device cuda`` gives each rank its own GPU
@@ -38,7 +38,7 @@ def _fps(run: Path) -> float:
 
     events = EventAccumulator(str(run), size_guidance={"scalars": 0})
     events.Reload()
-    return events.Scalars("charts/fps")[-1].value
+    return events.Scalars("train/fps")[-1].value
 
 
 def run_once(procs: int, args: argparse.Namespace, workdir: Path, label: str) -> tuple[float, float]:

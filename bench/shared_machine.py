@@ -9,7 +9,7 @@ chosen) on real ``train.py`` and ``evaluate.py`` commands:
 * ``eval``: the wall time of ``evaluate.py`` alone, and beside a running
   ``train.py`` (started first; the evaluation is timed once the training loop
   runs, and the training is then killed);
-* ``train``: frames/s (each run's TensorBoard ``charts/fps``, the training
+* ``train``: frames/s (each run's TensorBoard ``train/fps``, the training
   loop's frames over its time) of one ``train.py`` alone, and of each of two
   started side by side.
 
@@ -162,16 +162,16 @@ def _run(command: list[str], env: dict[str, str], cap: float) -> Measure:
 
 
 def _fps(run: Path) -> float | None:
-    """The run's last ``charts/fps`` (its loop's frames over its time so far), None before its first update."""
+    """The run's last ``train/fps`` (its loop's frames over its time so far), None before its first update."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not run.is_dir():  # killed before it made its folder
         return None
     events = EventAccumulator(str(run), size_guidance={"scalars": 0})
     events.Reload()
-    if "charts/fps" not in events.Tags().get("scalars", []):
+    if "train/fps" not in events.Tags().get("scalars", []):
         return None
-    return events.Scalars("charts/fps")[-1].value
+    return events.Scalars("train/fps")[-1].value
 
 
 def _start_training(command: list[str], env: dict[str, str], log: Path, timeout: float) -> subprocess.Popen:

@@ -52,7 +52,7 @@ def test_resume_restores_the_learner_and_continues_the_same_tensorboard_run(tmp_
 
     events = EventAccumulator(str(tmp_path / "ck"))
     events.Reload()
-    steps = [e.step for e in events.Scalars("charts/fps")]
+    steps = [e.step for e in events.Scalars("train/fps")]
     assert steps == sorted(set(steps)) == list(range(256, 2049, 256))  # one point per update, none twice
 
 

@@ -107,12 +107,12 @@ def test_training_pulls_mastered_tasks_towards_their_teachers(tmp_path):
     logged = []
     for _ in range(6):
         trainer.collect()
-        logged.append({k for k in trainer.update() if k.startswith("losses/distill/")})
+        logged.append({k for k in trainer.update() if k.startswith("train/loss/distill/")})
     trainer.env.close()
     assert not logged[0], "a teacher before any window is full"
     full = {name for name, window in trainer.stats.success.items() if len(window) == 100}
     assert "GoToDoor-5x5" in full  # its untrained episodes end at the first wrong `done`
-    assert set(trainer.ppo.keeper.teacher_of) == full and logged[-1] == {f"losses/distill/{n}" for n in full}, logged
+    assert set(trainer.ppo.keeper.teacher_of) == full and logged[-1] == {f"train/loss/distill/{n}" for n in full}, logged
 
 
 def test_the_learning_rate_drops_by_level_lr_decay_at_each_level_the_curriculum_opens(tmp_path):

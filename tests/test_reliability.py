@@ -294,7 +294,7 @@ def test_kill_9_anywhere_then_resume_loses_at_most_one_interval(tmp_path, point,
     assert not list((run / "checkpoints").glob(".*.tmp"))
     events = EventAccumulator(str(run), size_guidance={"scalars": 0})
     events.Reload()
-    steps = [e.step for e in events.Scalars("charts/fps")]
+    steps = [e.step for e in events.Scalars("train/fps")]
     assert steps == list(range(ROLLOUT, 2049, ROLLOUT)), (what, steps)  # every update once: no duplicate, no gap
     for tag in events.Tags()["scalars"]:
         tag_steps = [e.step for e in events.Scalars(tag)]
@@ -329,7 +329,7 @@ def test_an_env_that_raises_is_restarted_and_its_episode_counted_failed(tmp_path
     assert "environment crash 1/1000 of Empty-5x5: RuntimeError: simulated crash at step 50" in capsys.readouterr().err
     events = EventAccumulator(str(tmp_path / "r"))
     events.Reload()
-    assert events.Scalars("charts/env_crashes")[-1].value == crashes
+    assert events.Scalars("train/env_crashes")[-1].value == crashes
 
 
 def test_a_task_that_keeps_crashing_stops_the_run_with_a_checkpoint(tmp_path, crashing_empty):

@@ -32,13 +32,22 @@ def test_scalars_per_task_on_a_frames_axis(run_dir):
     events.Reload()
     tags = set(events.Tags()["scalars"])
     for tag in ["tasks/Empty-5x5/success", "tasks/Empty-5x5/return", "tasks/Empty-5x5/episode_length",
-                "families/navigation/success", "losses/policy/Empty-5x5", "losses/value/GoToDoor-5x5",
-                "losses/recognition/target", "weights/ppo/Empty-5x5", "aux/recognition_object_accuracy",
-                "curriculum/unlocked", "curriculum/prob/GoToDoor-5x5", "charts/fps", "charts/learning_rate"]:
+                "families/navigation/success", "train/loss/policy/Empty-5x5", "train/loss/value/GoToDoor-5x5",
+                "train/loss/recognition/target", "weights/ppo/Empty-5x5", "train/aux/recognition_object_accuracy",
+                "curriculum/unlocked", "tasks/GoToDoor-5x5/curriculum_prob", "train/fps", "train/learning_rate"]:
         assert tag in tags, tag
-    steps = [e.step for e in events.Scalars("charts/fps")]
+    steps = [e.step for e in events.Scalars("train/fps")]
     assert steps == [256, 512, 768, 1024]  # x-axis = env frames after each update
     assert "hparams/text_summary" in events.Tags()["tensors"]
+
+
+def test_time_series_lists_the_success_curves_before_the_learners(run_dir):
+    """TensorBoard's Time Series groups scalars by the tag's first component and sorts the groups by name."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    groups = sorted({tag.split("/", 1)[0] for tag in events.Tags()["scalars"]})
+    assert all(re.fullmatch("[a-z]+", g) for g in groups), groups  # no digits or '_': TensorBoard's order is plain name order
+    assert groups == ["curriculum", "families", "tasks", "train", "weights"], groups
 
 
 def _get(url):

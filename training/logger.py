@@ -1,13 +1,18 @@
 """TensorBoard output of a run: per-task curves, losses, loss weights, curriculum, rollout videos.
 
-Every scalar's x-axis is global environment frames. Tags:
+Every scalar's x-axis is global environment frames. Tags, in the order of their
+groups (TensorBoard's Time Series sorts groups, the first component, by name, so
+the names are chosen to put the success curves first):
 
+* ``curriculum/level``, ``curriculum/unlocked``;
+* ``families/<family>/success``;
 * ``tasks/<task>/success``, ``tasks/<task>/return``, ``tasks/<task>/episode_length``
-  (moving window of recent episodes), ``families/<family>/success``;
-* ``losses/*`` (PPO terms per task, auxiliary terms), ``weights/*`` (the loss
-  weights in force), ``aux/*`` (accuracies of the auxiliary heads);
-* ``curriculum/level``, ``curriculum/unlocked``, ``curriculum/prob/<task>``;
-* ``charts/fps``, ``charts/learning_rate``, ``charts/approx_kl``, ...
+  (moving window of recent episodes), ``tasks/<task>/curriculum_prob`` and the
+  per-task diagnostics (:mod:`agents.diagnostics`);
+* ``train/fps``, ``train/learning_rate``, ``train/approx_kl``, ..., ``train/loss/*``
+  (PPO terms per task, auxiliary terms), ``train/aux/*`` (accuracies of the
+  auxiliary heads), as Stable-Baselines3 groups its learner's curves under ``train/``;
+* ``weights/*`` (the loss weights in force).
 
 Rollout videos are animated GIFs written as *image* summaries: TensorBoard's
 Images tab shows them animated, and no video library is needed

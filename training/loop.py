@@ -221,8 +221,8 @@ class Trainer:
                     "lower learning_rate or max_grad_norm, or check the reward scale"
                 ) from None
             stats = {}
-        stats["charts/skipped_updates"] = float(self.skipped_updates)
-        stats["charts/env_crashes"] = float(sum(self.env_crashes.values()))
+        stats["train/skipped_updates"] = float(self.skipped_updates)
+        stats["train/env_crashes"] = float(sum(self.env_crashes.values()))
         self.updates += 1
         self.apply_curriculum()
         return stats

@@ -77,7 +77,11 @@ class Reporter:
         return family_means(self.stats, self.config.task_list)
 
     def scalars(self, ppo_stats: dict[str, float], curriculum: Curriculum, **charts: float) -> dict[str, float]:
-        """This update's curves: the learner's, each task's and family's, the curriculum's, and ``charts/*``."""
+        """This update's curves: the learner's, each task's and family's, the curriculum's, and ``train/*``.
+
+        Tag groups sort (as TensorBoard's Time Series lists them) ``curriculum``, ``families``,
+        ``tasks``, then the learner's ``train`` and ``weights``: the success curves come first.
+        """
         values: dict[str, float] = dict(ppo_stats)
         for name in self.config.task_list:
             if self.stats.success.get(name):
@@ -88,8 +92,8 @@ class Reporter:
         values["curriculum/level"] = curriculum.level()
         values["curriculum/unlocked"] = len(curriculum.unlocked())
         for name, p in curriculum.probs().items():
-            values[f"curriculum/prob/{name}"] = p
-        values.update({f"charts/{key}": value for key, value in charts.items()})
+            values[f"tasks/{name}/curriculum_prob"] = p  # beside the task's own curves
+        values.update({f"train/{key}": value for key, value in charts.items()})
         return values
 
     def record_videos(self, logger: Logger | NullLogger, curriculum: Curriculum, *, updates: int, frames: int) -> None:
