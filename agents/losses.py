@@ -48,6 +48,55 @@ def normalize_advantages(advantages: torch.Tensor, how: str) -> torch.Tensor:
     return centred / (std + 1e-8)
 
 
+def ppo_task_table(
+    logprob: torch.Tensor,
+    old_logprob: torch.Tensor,
+    advantages: torch.Tensor,
+    entropy: torch.Tensor,
+    value: torch.Tensor,
+    old_value: torch.Tensor,
+    returns: torch.Tensor,
+    task: torch.Tensor,
+    *,
+    num_tasks: int,
+    clip_coef: float = 0.2,
+    clip_value: bool = True,
+    advantage_norm: str = "batch",
+) -> tuple[torch.Tensor, list[int]]:
+    """The clipped PPO objective (Schulman et al. 2017) as one table, a row per task.
+
+    Args:
+        logprob, old_logprob, advantages, entropy, value, old_value, returns,
+            task: ``(B,)`` tensors; ``task`` holds task indices.
+        num_tasks: rows of the table (every task index).
+        clip_coef: ratio clipping range.
+        clip_value: clip the value update around the old value too.
+        advantage_norm: ``batch`` or ``none`` (see :func:`normalize_advantages`).
+
+    Returns:
+        ``(num_tasks, 3)``: per task the clipped surrogate (to minimise), half the
+        squared value error and the entropy (to maximise), each the sum over the
+        task's rows divided by ``B`` (rows of absent tasks are zero); and the
+        indices of the tasks present in the batch.
+    """
+    advantages = normalize_advantages(advantages, advantage_norm)
+    ratio = (logprob - old_logprob).exp()
+    policy = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef))
+    value_error = (value - returns).pow(2)
+    if clip_value:
+        clipped = old_value + (value - old_value).clamp(-clip_coef, clip_coef)
+        value_error = torch.max(value_error, (clipped - returns).pow(2))
+    value_error = 0.5 * value_error
+    present = torch.nonzero(torch.bincount(task, minlength=num_tasks)).flatten().tolist()
+    stacked = torch.stack([policy, value_error, entropy], dim=1)  # (B, 3)
+    sums = torch.zeros(num_tasks, 3, dtype=stacked.dtype, device=stacked.device).index_add_(0, task, stacked)
+    return sums / len(task), present
+
+
+PPO_COLUMNS = ("policy", "value", "entropy")
+"""The columns of :func:`ppo_task_table`."""
+
+
 def ppo_loss(
     logprob: torch.Tensor,
     old_logprob: torch.Tensor,
@@ -63,15 +112,7 @@ def ppo_loss(
     clip_value: bool = True,
     advantage_norm: str = "batch",
 ) -> dict[str, torch.Tensor]:
-    """The clipped PPO objective (Schulman et al. 2017), split by task.
-
-    Args:
-        logprob, old_logprob, advantages, entropy, value, old_value, returns,
-            task: ``(B,)`` tensors; ``task`` holds task indices.
-        task_names: name of every task index (registry order).
-        clip_coef: ratio clipping range.
-        clip_value: clip the value update around the old value too.
-        advantage_norm: ``batch`` or ``none`` (see :func:`normalize_advantages`).
+    """:func:`ppo_task_table` as named terms.
 
     Returns:
         For each task present in the batch: ``policy/<task>`` (the clipped
@@ -79,26 +120,36 @@ def ppo_loss(
         ``entropy/<task>`` (to maximise), each the sum over the task's rows
         divided by ``B``: the terms of all tasks add up to the minibatch means.
     """
-    num_tasks = len(task_names)
-    advantages = normalize_advantages(advantages, advantage_norm)
-    ratio = (logprob - old_logprob).exp()
-    policy = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef))
-    value_error = (value - returns).pow(2)
-    if clip_value:
-        clipped = old_value + (value - old_value).clamp(-clip_coef, clip_coef)
-        value_error = torch.max(value_error, (clipped - returns).pow(2))
-    value_error = 0.5 * value_error
+    means, present = ppo_task_table(
+        logprob, old_logprob, advantages, entropy, value, old_value, returns, task, num_tasks=len(task_names),
+        clip_coef=clip_coef, clip_value=clip_value, advantage_norm=advantage_norm,
+    )
     terms: dict[str, torch.Tensor] = {}
-    present = torch.nonzero(torch.bincount(task, minlength=num_tasks)).flatten().tolist()
-    stacked = torch.stack([policy, value_error, entropy], dim=1)  # (B, 3)
-    sums = torch.zeros(num_tasks, 3, dtype=stacked.dtype, device=stacked.device).index_add_(0, task, stacked)
-    means = sums / len(task)
     for t in present:
-        name = task_names[t]
-        terms[f"policy/{name}"] = means[t, 0]
-        terms[f"value/{name}"] = means[t, 1]
-        terms[f"entropy/{name}"] = means[t, 2]
+        for k, column in enumerate(PPO_COLUMNS):
+            terms[f"{column}/{task_names[t]}"] = means[t, k]
     return terms
+
+
+def distill_task_sums(
+    logp: torch.Tensor, teacher_logp: torch.Tensor, has_teacher: torch.Tensor, task: torch.Tensor, *, num_tasks: int
+) -> tuple[torch.Tensor, list[int]]:
+    """KL(teacher || policy) on the rows whose task has a teacher (:mod:`agents.distill`), per task.
+
+    Args:
+        logp, teacher_logp: ``(B, A)`` action log-probabilities of the policy and of the teacher.
+        has_teacher: bool ``(B,)``; rows without a teacher contribute nothing.
+        task: ``(B,)`` task indices.
+        num_tasks: entries of the result (every task index).
+
+    Returns:
+        ``(num_tasks,)``: each task's rows' KL summed and divided by ``B``, like
+        :func:`ppo_task_table` (zero for tasks without a teacher); and the
+        indices of the tasks with a teacher in the batch.
+    """
+    kl = (teacher_logp.exp() * (teacher_logp - logp)).sum(-1) * has_teacher
+    sums = torch.zeros(num_tasks, dtype=kl.dtype, device=kl.device).index_add_(0, task, kl) / len(task)
+    return sums, torch.unique(task[has_teacher]).tolist()
 
 
 def distill_loss(
@@ -109,21 +160,8 @@ def distill_loss(
     *,
     task_names: Sequence[str],
 ) -> dict[str, torch.Tensor]:
-    """KL(teacher || policy) on the rows whose task has a teacher (:mod:`agents.distill`), split by task.
-
-    Args:
-        logp, teacher_logp: ``(B, A)`` action log-probabilities of the policy and of the teacher.
-        has_teacher: bool ``(B,)``; rows without a teacher contribute nothing.
-        task: ``(B,)`` task indices.
-        task_names: name of every task index.
-
-    Returns:
-        ``distill/<task>`` for each task with a teacher in the batch: the sum
-        of its rows' KL divided by ``B``, like :func:`ppo_loss`'s terms.
-    """
-    kl = (teacher_logp.exp() * (teacher_logp - logp)).sum(-1) * has_teacher
-    sums = torch.zeros(len(task_names), dtype=kl.dtype, device=kl.device).index_add_(0, task, kl) / len(task)
-    present = torch.unique(task[has_teacher]).tolist()
+    """:func:`distill_task_sums` as named terms: ``distill/<task>`` for each task with a teacher in the batch."""
+    sums, present = distill_task_sums(logp, teacher_logp, has_teacher, task, num_tasks=len(task_names))
     return {f"distill/{task_names[t]}": sums[t] for t in present}
 
 

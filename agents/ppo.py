@@ -22,10 +22,9 @@ from torch import nn
 from agents.buffer import Minibatch, RewardStore, RolloutBuffer
 from agents.diagnostics import rollout_diagnostics
 from agents.distill import PolicyKeeper
-from agents.losses import (
-    ADVANTAGE_NORMS, RETIRED_ADVANTAGE_NORMS, distill_loss, ppo_loss, recognition_accuracy, recognition_loss, reward_loss,
-)
+from agents.losses import ADVANTAGE_NORMS, RETIRED_ADVANTAGE_NORMS, recognition_accuracy, recognition_loss, reward_loss
 from agents.model import EvalOutput, MultiTaskActorCritic, ObsBatch
+from agents.objective import MinibatchObjective
 from agents.optim import FusedAdam
 from agents.weighting import WEIGHTERS, LossWeighter, make_weighter
 
@@ -285,7 +284,6 @@ class MultiTaskPPO:
             sums[name] += value
             counts[name] += 1
 
-        shared = self.model.shared_parameters()
         params = [p for p in self.model.parameters() if p.requires_grad]
         stop = False
         for epoch in range(cfg.update_epochs):
@@ -304,29 +302,10 @@ class MultiTaskPPO:
                     mb.obs, mb.actions, state=mb.state, episode_start=mb.episode_start, steps=mb.steps,
                     reward_obs=extra_obs, recognition_rows=cfg.recognition_rows or None,
                 )
-                terms = ppo_loss(
-                    out.logprob, mb.logprobs, mb.advantages, out.entropy, out.value, mb.values, mb.returns, mb.obs.task,
-                    task_names=self.task_names, clip_coef=cfg.clip_coef, clip_value=cfg.clip_value,
-                    advantage_norm=cfg.advantage_norm,
-                )
-                if mb.teacher is not None:
-                    terms.update(distill_loss(out.log_probs, *mb.teacher, mb.obs.task, task_names=self.task_names))
-                objectives: dict[str, torch.Tensor] = {}
-                for key, term in terms.items():
-                    kind, task = key.split("/", 1)
-                    coef = {"policy": 1.0, "value": cfg.vf_coef, "entropy": -cfg.ent_coef, "distill": cfg.distill_coef}[kind]
-                    objectives[f"ppo/{task}"] = objectives.get(f"ppo/{task}", 0.0) + coef * term
-                for head in self.aux:
-                    spec = AUX_LOSSES[head]
-                    result = spec.loss(self, mb, out, targets.get(head), measure)
-                    if result is None:
-                        continue
-                    aux_terms, stats = result
-                    terms.update(aux_terms)
-                    objectives[f"aux/{head}"] = getattr(cfg, spec.coef_field) * sum(aux_terms.values())
-                    for name, value in stats.items():
-                        log(name, value)
-                loss = self.weighter.combine(objectives, shared)
+                objective = MinibatchObjective(self, mb, out, targets, measure)
+                for name, value in objective.stats.items():
+                    log(name, value)
+                loss = objective.loss
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
@@ -334,7 +313,7 @@ class MultiTaskPPO:
                 # Every rank skips together: the loss is rank-local (GradNorm's terms too), and a
                 # rank that skipped alone would miss the weighter's all-reduce the others enter.
                 if self.collectives.mean(float(finite)) < 1.0:
-                    bad = [key for key, term in terms.items() if not torch.isfinite(term.detach()).all()]
+                    bad = objective.nonfinite()
                     what = f"loss terms {', '.join(bad)}" if bad else ("loss" if not torch.isfinite(loss) else "gradient")
                     if finite:
                         what = "loss or gradient on another rank"
@@ -354,8 +333,7 @@ class MultiTaskPPO:
                 log("train/grad_norm", norm)
                 log("train/clipped_share", float(norm > cfg.max_grad_norm))
                 log("train/loss/total", loss.item())
-                # One device sync for all terms, not one per term.
-                for key, value in zip(terms, torch.stack([t.detach() for t in terms.values()]).tolist()):
+                for key, value in objective.terms():  # one device sync for all terms
                     log(f"train/loss/{key}", value)
                 for key, weight in self.weighter.weights().items():
                     log(f"weights/{key}", weight)

@@ -79,6 +79,28 @@ class StaticWeighting(LossWeighter):
         self._weights = {name: self.coef(name) for name in losses}
         return sum(self._weights[name] * loss for name, loss in losses.items())
 
+    def combine_tasks(
+        self, task_losses: torch.Tensor, task_names: Sequence[str], present: Sequence[int], extra: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """:meth:`combine` of ``ppo/<task>`` losses given as one vector over task indices, then ``extra``.
+
+        Args:
+            task_losses: ``(num_tasks,)``, zero for tasks absent from the minibatch.
+            task_names: the name of every task index.
+            present: the task indices in the minibatch (whose weights are reported).
+            extra: further named losses (the auxiliary heads'), added in order.
+        """
+        key = tuple(task_names)
+        if getattr(self, "_task_key", None) != key:  # the coefficients of a task list, computed once
+            self._task_key, self._task_coefs = key, [self.coef(f"ppo/{name}") for name in task_names]
+            self._task_vector = torch.tensor(self._task_coefs, dtype=task_losses.dtype, device=task_losses.device)
+        loss = (self._task_vector * task_losses).sum()
+        for name, value in extra.items():
+            loss = loss + self.coef(name) * value
+        self._weights = {f"ppo/{task_names[t]}": self._task_coefs[t] for t in present}
+        self._weights.update({name: self.coef(name) for name in extra})
+        return loss
+
 
 class _PerLossParameters(LossWeighter):
     """Weighters that learn one parameter per loss name, created on first sight.

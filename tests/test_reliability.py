@@ -394,10 +394,11 @@ def test_a_worker_killed_from_outside_between_steps_is_restarted(tmp_path):
 
 # ------------------------------------------------------------------ NaN / Inf
 def _nan_after(monkeypatch, bad_updates: set[int]):
-    """Make the policy loss NaN in the listed updates (1-based)."""
+    """Make the policy loss of the first task in each minibatch NaN in the listed updates (1-based)."""
+    import agents.objective
     import agents.ppo
 
-    original = agents.ppo.ppo_loss
+    original = agents.objective.ppo_task_table
     calls = {"update": 0}
     update = agents.ppo.MultiTaskPPO.update
 
@@ -405,15 +406,16 @@ def _nan_after(monkeypatch, bad_updates: set[int]):
         calls["update"] += 1
         return update(self, buffer)
 
-    def loss(*args, **kwargs):
-        terms = original(*args, **kwargs)
+    def table(*args, **kwargs):
+        means, present = original(*args, **kwargs)
         if calls["update"] in bad_updates:
-            key = next(k for k in terms if k.startswith("policy/"))
-            terms[key] = terms[key] * float("nan")
-        return terms
+            nan = torch.zeros_like(means)
+            nan[present[0], 0] = float("nan")
+            means = means + nan
+        return means, present
 
     monkeypatch.setattr(agents.ppo.MultiTaskPPO, "update", counting_update)
-    monkeypatch.setattr(agents.ppo, "ppo_loss", loss)
+    monkeypatch.setattr(agents.objective, "ppo_task_table", table)
 
 
 def test_a_nan_loss_skips_the_update_and_training_goes_on(tmp_path, monkeypatch, capsys):

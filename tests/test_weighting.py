@@ -23,6 +23,29 @@ def test_static_coefficients_by_name_and_prefix():
     assert w.weights() == {"ppo/a": 1.0, "aux/recognition": 0.1, "aux/reward": 0.5}
 
 
+def test_static_task_vector_equals_the_named_losses_and_one_task_bit_for_bit():
+    """combine_tasks (a vector over task indices, the update's path) is combine over the named losses."""
+    names = ["a", "b", "c", "d"]
+    w = StaticWeighting({"ppo/b": 0.25, "aux/": 0.1})
+    g = torch.Generator().manual_seed(0)
+    task_losses = torch.randn(4, generator=g, requires_grad=True)
+    present = [0, 1, 3]
+    vector = task_losses * torch.tensor([1.0, 1.0, 0.0, 1.0])  # absent tasks are zero
+    extra = {"aux/recognition": torch.tensor(3.0)}
+    named = {f"ppo/{names[t]}": vector[t] for t in present}
+    expected = w.combine({**named, **extra}, [])
+    expected_weights = w.weights()
+    total = w.combine_tasks(vector, names, present, extra)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert w.weights() == expected_weights
+    (grad,) = torch.autograd.grad(total, task_losses)
+    assert grad.tolist() == [1.0, 0.25, 0.0, 1.0]
+    one = torch.zeros(4)
+    one[2] = 0.123456789
+    reference = StaticWeighting().combine({"ppo/c": one[2], **extra}, [])
+    assert torch.equal(StaticWeighting().combine_tasks(one, names, [2], extra), reference)  # bit for bit
+
+
 def test_uncertainty_weights_move_away_from_the_noisier_task():
     torch.manual_seed(0)
     shared = nn.Parameter(torch.zeros(1))
