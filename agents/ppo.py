@@ -1,8 +1,8 @@
 """MultiTaskPPO: one PPO update over a multi-task rollout.
 
-Per minibatch: PPO terms per task (:func:`agents.losses.ppo_loss`), one loss
-per auxiliary head (:data:`AUX_LOSSES`), the loss weighter combines them, one
-optimizer step. Adding an auxiliary head means adding an entry to
+Per minibatch: PPO terms per task (a table, :func:`agents.losses.ppo_task_table`),
+one loss per auxiliary head (:data:`AUX_LOSSES`), combined by the loss weighter
+(:class:`agents.objective.MinibatchObjective`), one optimizer step. Adding an auxiliary head means adding an entry to
 :data:`AUX_LOSSES` (its loss, its coefficient, and optionally extra
 observations it needs, which share the minibatch's forward pass), not editing
 :meth:`MultiTaskPPO.update`.
