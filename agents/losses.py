@@ -97,22 +97,8 @@ PPO_COLUMNS = ("policy", "value", "entropy")
 """The columns of :func:`ppo_task_table`."""
 
 
-def ppo_loss(
-    logprob: torch.Tensor,
-    old_logprob: torch.Tensor,
-    advantages: torch.Tensor,
-    entropy: torch.Tensor,
-    value: torch.Tensor,
-    old_value: torch.Tensor,
-    returns: torch.Tensor,
-    task: torch.Tensor,
-    *,
-    task_names: Sequence[str],
-    clip_coef: float = 0.2,
-    clip_value: bool = True,
-    advantage_norm: str = "batch",
-) -> dict[str, torch.Tensor]:
-    """:func:`ppo_task_table` as named terms.
+def ppo_loss(*tensors: torch.Tensor, task_names: Sequence[str], **options) -> dict[str, torch.Tensor]:
+    """:func:`ppo_task_table` (the same tensors and options) as named terms.
 
     Returns:
         For each task present in the batch: ``policy/<task>`` (the clipped
@@ -120,10 +106,7 @@ def ppo_loss(
         ``entropy/<task>`` (to maximise), each the sum over the task's rows
         divided by ``B``: the terms of all tasks add up to the minibatch means.
     """
-    means, present = ppo_task_table(
-        logprob, old_logprob, advantages, entropy, value, old_value, returns, task, num_tasks=len(task_names),
-        clip_coef=clip_coef, clip_value=clip_value, advantage_norm=advantage_norm,
-    )
+    means, present = ppo_task_table(*tensors, num_tasks=len(task_names), **options)
     terms: dict[str, torch.Tensor] = {}
     for t in present:
         for k, column in enumerate(PPO_COLUMNS):
