@@ -7,7 +7,7 @@ failed (README, "Keeping level 1 once level 2 opens"). :class:`PolicyKeeper`
 remembers, for every task whose rolling success holds the mastered threshold,
 the parameters under which its rolling return was the best so far (a
 *teacher*), and the update adds ``distill_coef * KL(teacher || policy)`` on
-that task's rows (:func:`agents.losses.distill_loss`), the behaviour-cloning
+that task's rows (:func:`agents.losses.distill_task_sums`), the behaviour-cloning
 half of CLEAR (Rolnick et al. 2019) and Distral's pull (Teh et al. 2017),
 with the agent's own past as the teacher instead of a replay or a second
 network.

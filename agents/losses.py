@@ -13,8 +13,6 @@ opens").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
@@ -97,23 +95,6 @@ PPO_COLUMNS = ("policy", "value", "entropy")
 """The columns of :func:`ppo_task_table`."""
 
 
-def ppo_loss(*tensors: torch.Tensor, task_names: Sequence[str], **options) -> dict[str, torch.Tensor]:
-    """:func:`ppo_task_table` (the same tensors and options) as named terms.
-
-    Returns:
-        For each task present in the batch: ``policy/<task>`` (the clipped
-        surrogate, to minimise), ``value/<task>`` (squared error) and
-        ``entropy/<task>`` (to maximise), each the sum over the task's rows
-        divided by ``B``: the terms of all tasks add up to the minibatch means.
-    """
-    means, present = ppo_task_table(*tensors, num_tasks=len(task_names), **options)
-    terms: dict[str, torch.Tensor] = {}
-    for t in present:
-        for k, column in enumerate(PPO_COLUMNS):
-            terms[f"{column}/{task_names[t]}"] = means[t, k]
-    return terms
-
-
 def distill_task_sums(
     logp: torch.Tensor, teacher_logp: torch.Tensor, has_teacher: torch.Tensor, task: torch.Tensor, *, num_tasks: int
 ) -> tuple[torch.Tensor, list[int]]:
@@ -133,19 +114,6 @@ def distill_task_sums(
     kl = (teacher_logp.exp() * (teacher_logp - logp)).sum(-1) * has_teacher
     sums = torch.zeros(num_tasks, dtype=kl.dtype, device=kl.device).index_add_(0, task, kl) / len(task)
     return sums, torch.unique(task[has_teacher]).tolist()
-
-
-def distill_loss(
-    logp: torch.Tensor,
-    teacher_logp: torch.Tensor,
-    has_teacher: torch.Tensor,
-    task: torch.Tensor,
-    *,
-    task_names: Sequence[str],
-) -> dict[str, torch.Tensor]:
-    """:func:`distill_task_sums` as named terms: ``distill/<task>`` for each task with a teacher in the batch."""
-    sums, present = distill_task_sums(logp, teacher_logp, has_teacher, task, num_tasks=len(task_names))
-    return {f"distill/{task_names[t]}": sums[t] for t in present}
 
 
 def recognition_loss(

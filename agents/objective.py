@@ -41,8 +41,8 @@ class MinibatchObjective:
             out.logprob, mb.logprobs, mb.advantages, out.entropy, out.value, mb.values, mb.returns, mb.obs.task,
             num_tasks=len(names), clip_coef=cfg.clip_coef, clip_value=cfg.clip_value, advantage_norm=cfg.advantage_norm,
         )
-        # Each task's objective, in the order the named terms were added: policy, value, entropy, distill.
-        task_objective = self.table[:, 0] * 1.0 + self.table[:, 1] * cfg.vf_coef + self.table[:, 2] * -cfg.ent_coef
+        # Each task's objective, summed in the order the named terms were: policy, value, entropy, distill.
+        task_objective = self.table[:, 0] + self.table[:, 1] * cfg.vf_coef + self.table[:, 2] * -cfg.ent_coef
         self.distill, self.taught = None, []
         if mb.teacher is not None:
             self.distill, self.taught = distill_task_sums(out.log_probs, *mb.teacher, mb.obs.task, num_tasks=len(names))

@@ -70,6 +70,7 @@ class StaticWeighting(LossWeighter):
     def __init__(self, coefs: Mapping[str, float] | None = None, **_: object) -> None:
         super().__init__()
         self.coefs = dict(coefs or {})
+        self._task_key: tuple[str, ...] | None = None  # the task list whose coefficients are cached below
 
     def coef(self, name: str) -> float:
         matches = [k for k in self.coefs if name == k or name.startswith(k)]
@@ -91,7 +92,7 @@ class StaticWeighting(LossWeighter):
             extra: further named losses (the auxiliary heads'), added in order.
         """
         key = tuple(task_names)
-        if getattr(self, "_task_key", None) != key:  # the coefficients of a task list, computed once
+        if self._task_key != key:  # the coefficients of a task list, computed once
             self._task_key, self._task_coefs = key, [self.coef(f"ppo/{name}") for name in task_names]
             self._task_vector = torch.tensor(self._task_coefs, dtype=task_losses.dtype, device=task_losses.device)
         loss = (self._task_vector * task_losses).sum()

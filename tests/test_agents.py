@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agents.buffer import RewardStore, RolloutBuffer
-from agents.losses import normalize_advantages, ppo_loss, recognition_accuracy, recognition_loss, reward_loss
+from agents.losses import normalize_advantages, ppo_task_table, recognition_accuracy, recognition_loss, reward_loss
 from agents.model import AgentConfig, MultiTaskActorCritic, ObsBatch
 from agents.ppo import PPOConfig
 from envs import MultiTaskVectorEnv, make
@@ -177,18 +177,18 @@ def test_reward_loss_focal_downweights_easy_examples():
 
 
 def test_ppo_loss_is_per_task_and_matches_hand_values():
-    task_names = ["a", "b", "c"]
     task = torch.tensor([0, 0, 2])
     logprob = torch.log(torch.tensor([0.5, 0.2, 0.4]))
     old = torch.log(torch.tensor([0.25, 0.2, 0.4]))  # ratio 2.0 for the first sample
     adv = torch.tensor([1.0, -1.0, 3.0])
-    terms = ppo_loss(logprob, old, adv, torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3), torch.zeros(3), torch.ones(3), task,
-                     task_names=task_names, clip_coef=0.2, clip_value=False, advantage_norm="none")
-    assert set(terms) == {"policy/a", "value/a", "entropy/a", "policy/c", "value/c", "entropy/c"}
+    table, present = ppo_task_table(logprob, old, adv, torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3), torch.zeros(3),
+                                    torch.ones(3), task, num_tasks=3, clip_coef=0.2, clip_value=False, advantage_norm="none")
+    assert present == [0, 2] and table.shape == (3, 3)  # columns: policy, value, entropy
+    assert table[1].tolist() == [0.0, 0.0, 0.0]  # task b has no rows
     # task a: sample 0 clipped at 1.2 -> -1.2; sample 1 ratio 1 -> +1.0; their sum over the 3 rows
-    assert terms["policy/a"].item() == pytest.approx(-0.2 / 3)
-    assert terms["policy/c"].item() == pytest.approx(-1.0)
-    assert terms["entropy/a"].item() == pytest.approx(1.0) and terms["value/c"].item() == pytest.approx(0.5 / 3)
+    assert table[0, 0].item() == pytest.approx(-0.2 / 3)
+    assert table[2, 0].item() == pytest.approx(-1.0)
+    assert table[0, 2].item() == pytest.approx(1.0) and table[2, 1].item() == pytest.approx(0.5 / 3)
 
 
 def test_ppo_loss_terms_add_up_to_the_minibatch_means():
@@ -196,16 +196,16 @@ def test_ppo_loss_terms_add_up_to_the_minibatch_means():
     n = 64
     logprob, old, adv, entropy, value, old_value, returns = (torch.randn(n, generator=g) for _ in range(7))
     task = torch.arange(n) % 3
-    terms = ppo_loss(logprob, old, adv, entropy, value, old_value, returns, task, task_names=["a", "b", "c"],
-                     clip_coef=0.2, clip_value=False)
+    table, _ = ppo_task_table(logprob, old, adv, entropy, value, old_value, returns, task, num_tasks=3,
+                              clip_coef=0.2, clip_value=False)
     z = (adv - adv.mean()) / adv.std()
     ratio = (logprob - old).exp()
     policy = torch.max(-z * ratio, -z * ratio.clamp(0.8, 1.2)).mean()
-    assert sum(terms[f"policy/{t}"] for t in "abc").item() == pytest.approx(policy.item(), abs=1e-5)
-    assert sum(terms[f"entropy/{t}"] for t in "abc").item() == pytest.approx(entropy.mean().item(), abs=1e-6)
-    assert sum(terms[f"value/{t}"] for t in "abc").item() == pytest.approx((0.5 * (value - returns) ** 2).mean().item(), abs=1e-6)
+    assert table[:, 0].sum().item() == pytest.approx(policy.item(), abs=1e-5)
+    assert table[:, 2].sum().item() == pytest.approx(entropy.mean().item(), abs=1e-6)
+    assert table[:, 1].sum().item() == pytest.approx((0.5 * (value - returns) ** 2).mean().item(), abs=1e-6)
     # a task with a third of the rows weighs a third: its entropy term is its rows' sum over n
-    assert terms["entropy/b"].item() == pytest.approx(entropy[task == 1].sum().item() / n, abs=1e-6)
+    assert table[1, 2].item() == pytest.approx(entropy[task == 1].sum().item() / n, abs=1e-6)
 
 
 def test_advantages_are_z_scored_over_the_batch_or_left_raw():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agents.distill import PolicyKeeper
-from agents.losses import distill_loss
+from agents.losses import distill_task_sums
 from agents.model import AgentConfig, MultiTaskActorCritic, ObsBatch
 from tests.test_agents import _batch
 
@@ -16,18 +16,18 @@ def test_distill_loss_is_the_teachers_kl_per_task_over_the_batch():
     policy = torch.log(torch.tensor([[0.25, 0.75], [0.5, 0.5], [0.2, 0.8], [0.6, 0.4]]))
     has_teacher = torch.tensor([True, True, True, False])
     task = torch.tensor([0, 0, 2, 1])
-    terms = distill_loss(policy, teacher, has_teacher, task, task_names=["a", "b", "c"])
+    sums, taught = distill_task_sums(policy, teacher, has_teacher, task, num_tasks=3)
 
     def kl(p, q):
         return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
 
-    # task b's only row has no teacher: no term; the others are their rows' KL summed, over B = 4
-    assert set(terms) == {"distill/a", "distill/c"}
-    assert terms["distill/a"].item() == pytest.approx((kl([0.5, 0.5], [0.25, 0.75]) + kl([0.9, 0.1], [0.5, 0.5])) / 4)
-    assert terms["distill/c"].item() == pytest.approx(0.0, abs=1e-7)  # the policy is its teacher there
+    # task b's only row has no teacher: zero, not taught; the others are their rows' KL summed, over B = 4
+    assert taught == [0, 2] and sums[1].item() == 0.0
+    assert sums[0].item() == pytest.approx((kl([0.5, 0.5], [0.25, 0.75]) + kl([0.9, 0.1], [0.5, 0.5])) / 4)
+    assert sums[2].item() == pytest.approx(0.0, abs=1e-7)  # the policy is its teacher there
     # the gradient pulls the policy's log-probabilities towards the teacher's, and nothing else
     policy.requires_grad_(True)
-    distill_loss(policy, teacher, has_teacher, task, task_names=["a", "b", "c"])["distill/a"].backward()
+    distill_task_sums(policy, teacher, has_teacher, task, num_tasks=3)[0][0].backward()
     assert torch.all(policy.grad[3] == 0) and torch.all(policy.grad[2] == 0)
     assert torch.allclose(policy.grad[1], -teacher[1].exp() / 4)
 
